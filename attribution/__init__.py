@@ -1,0 +1,1 @@
+"""Pure attribution kernels over numpy arrays (numba-compiled). No I/O here."""

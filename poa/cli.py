@@ -1,0 +1,143 @@
+"""The ``poa`` command line (typer + rich)."""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from poa.settings import Settings, get_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="PoA Stream: streaming proof-of-attribution and reward ledger.")
+kafka_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker (KRaft, from Maven Central).")
+app.add_typer(kafka_app, name="kafka")
+console = Console()
+err = Console(stderr=True)
+
+_FORMAT_RE = re.compile(r"\bFORMAT\s+\w+\s*;?\s*$", re.IGNORECASE)
+
+
+def _settings(store: Path | None = None) -> Settings:
+    s = get_settings()
+    if store is not None:
+        s = s.model_copy(update={"store_dir": store, "store_engine": "chdb"})
+    return s
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of event contract v1."""
+    from streams.events import json_schema
+    console.print_json(json.dumps(json_schema()))
+
+
+@kafka_app.command("start")
+def kafka_start() -> None:
+    """Start the local broker (idempotent) and create the PoA topics."""
+    from poa.kafka_local import KafkaSetupError, LocalKafka, ensure_topics
+    s = _settings()
+    try:
+        with console.status("starting the local Kafka broker (first run resolves jars with Maven)"):
+            st = LocalKafka(s).start()
+            created = ensure_topics(st.bootstrap, s.topic_partitions)
+    except KafkaSetupError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1)
+    console.print(str(st))
+    if created:
+        console.print(f"created topics: {', '.join(created)}")
+
+
+@kafka_app.command("stop")
+def kafka_stop() -> None:
+    """Stop the local broker (SIGTERM, then SIGKILL after 30 s)."""
+    from poa.kafka_local import LocalKafka
+    k = LocalKafka(_settings())
+    console.print("stopped" if k.stop() else "no local broker was running")
+
+
+@kafka_app.command("status")
+def kafka_status() -> None:
+    """Is the local broker running? Exit code 0 if so, 3 if not."""
+    from poa.kafka_local import LocalKafka
+    st = LocalKafka(_settings()).status()
+    console.print(str(st))
+    raise typer.Exit(0 if st.running else 3)
+
+
+@app.command()
+def worker(loglevel: str = typer.Option("warning", help="faust log level")) -> None:
+    """Run the Faust worker (production path) until SIGTERM/SIGINT."""
+    from processors.app import run_worker
+    run_worker(_settings(), loglevel=loglevel)
+
+
+@app.command()
+def replay(events: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSONL event log"),
+           store: Path = typer.Option(..., "--store", help="embedded store directory")) -> None:
+    """Process a JSONL event log without Kafka (audits, backfills) into an embedded store."""
+    from rich.progress import Progress
+
+    from processors.replay import replay_file
+    from sinks.chdb_sink import ChdbSink
+    s = _settings(store)
+    total = sum(1 for line in open(events, "rb") if line.strip())
+    sink = ChdbSink(store, s.clickhouse_database)
+    try:
+        with Progress(console=console) as prog:
+            task = prog.add_task("replaying", total=total)
+            core = replay_file(events, s, sink, on_progress=lambda n: prog.update(task, completed=n))
+    finally:
+        sink.close()
+    st = core.stats
+    console.print(f"replayed {total} lines: {st.processed} new events logged, "
+                  f"{st.redelivered} re-deliveries ignored, {st.deadlettered} dead-lettered, "
+                  f"{st.duplicates} duplicates, {st.waiting} waiting; store: {store}")
+
+
+@app.command()
+def sql(query: str = typer.Argument(..., help="SQL; may end with its own FORMAT clause"),
+        store: Path | None = typer.Option(None, "--store", help="embedded store (default: settings)")) -> None:
+    """Run SQL against the store (database `poa` is the default database)."""
+    from sinks import open_sink
+    s = _settings(store)
+    sink = open_sink(s)
+    try:
+        sink.ensure_schema()
+        sink.use_database()
+        fmt = None if _FORMAT_RE.search(query) else "PrettyCompactMonoBlock"
+        try:
+            out = sink.raw(query, fmt)
+        except Exception as exc:
+            err.print(f"[red]query failed:[/] {exc}")
+            raise typer.Exit(1)
+        sys.stdout.write(out.decode("utf-8", "replace"))
+    finally:
+        sink.close()
+
+
+@app.command()
+def scenario(seed: int = typer.Option(7, help="random seed"),
+             scale: float = typer.Option(1.0, help="size multiplier"),
+             out: Path = typer.Option(Path("scenario"), help="output directory")) -> None:
+    """Write a seeded scenario: events.jsonl and truth.json."""
+    from poa.scenario import generate, write
+    ev, truth = write(generate(seed=seed, scale=scale), out)
+    console.print(f"wrote {ev} and {truth}")
+
+
+@app.command()
+def demo(seed: int = typer.Option(7, help="scenario seed"),
+         scale: float = typer.Option(1.0, help="scenario size multiplier"),
+         keep_broker: bool = typer.Option(False, help="leave a broker this command started running")) -> None:
+    """The main job on one machine: broker, worker, a seeded scenario, a summary."""
+    from poa.demo import run_demo
+    raise typer.Exit(run_demo(_settings(), seed=seed, scale=scale, keep_broker=keep_broker, console=console))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,197 @@
+"""``poa demo``: the whole system on one machine, end to end.
+
+1. Starts the local Kafka broker when no bootstrap server is configured (and stops it
+   at the end); recreates the PoA topics on a broker it owns so the run starts clean.
+2. Starts ``poa worker`` (the production Faust worker) as a child process, writing
+   into a fresh embedded store under ``<home>/demo/store``.
+3. Produces a seeded scenario (``poa.scenario``; malformed messages and re-deliveries
+   included), then shows progress from the worker's committed consumer offsets until
+   it has processed everything.
+4. Stops the worker, reads the store, prints the summary and checks the invariants
+   (the credits of every usage event sum exactly to its fee).
+Without Java or Maven it says so in one line and runs the same scenario through the
+replay path instead, labelled as such.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from poa.settings import Settings
+from streams import topics
+
+
+def _summary(sink, console: Console, label: str, store: Path) -> int:
+    db = sink.database
+    q = lambda sql: sink.scalar(sql)  # noqa: E731
+    events = q(f"SELECT count() FROM {db}.events")
+    dead = q(f"SELECT count() FROM {db}.deadletter")
+    dups = q(f"SELECT countIf(status = 'duplicate') FROM {db}.contributions FINAL")
+    fees = q(f"SELECT sum(fee) FROM {db}.usage")
+    usage = q(f"SELECT count() FROM {db}.usage")
+    bad = q(f"SELECT count() FROM (SELECT u.event_id, any(u.fee) AS fee, sum(l.amount) AS credited "
+            f"FROM {db}.usage u LEFT JOIN {db}.reward_ledger l ON l.ref_event_id = u.event_id "
+            f"WHERE u.fee > 0 GROUP BY u.event_id HAVING credited != fee)")
+    _, by_role = sink.query(f"SELECT role, count(), sum(amount) FROM {db}.reward_ledger "
+                            f"GROUP BY role ORDER BY role")
+    _, by_type = sink.query(f"SELECT type, count() FROM {db}.events GROUP BY type ORDER BY type")
+    t = Table(title=f"PoA Stream demo — {label}")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    t.add_row("events logged", f"{events:,}")
+    for typ, n in by_type:
+        t.add_row(f"  {typ}", f"{n:,}")
+    t.add_row("dead-lettered", f"{dead:,}")
+    t.add_row("duplicate contributions", f"{dups:,}")
+    t.add_row("usage events", f"{usage:,}")
+    t.add_row("fees (micro-units)", f"{fees or 0:,}")
+    for role, n, amount in by_role:
+        t.add_row(f"credits to {role}s ({n:,} entries)", f"{amount:,}")
+    t.add_row("usage events whose credits != fee", f"{bad}")
+    console.print(t)
+    console.print(f"store: {store}  (try: poa sql --store {store} "
+                  "\"SELECT account, sum(amount) FROM reward_ledger GROUP BY account ORDER BY 2 DESC LIMIT 10\")")
+    return 0 if bad == 0 else 1
+
+
+def _group_progress(bootstrap: str, group: str) -> tuple[int, int]:
+    """(committed, end) offsets summed over the input topics for ``group``."""
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        parts = [TopicPartition(t, p) for t in topics.INPUT_TOPICS
+                 for p in (consumer.partitions_for_topic(t) or ())]
+        end = consumer.end_offsets(parts)
+        committed = admin.list_consumer_group_offsets(group)
+        done = sum(committed[tp].offset for tp in parts if tp in committed and committed[tp].offset >= 0)
+        return done, sum(end.values())
+    finally:
+        consumer.close()
+        admin.close()
+
+
+def _key(raw: bytes) -> bytes | None:
+    from streams.events import EventError, decode_event
+    from streams.producer import key_of
+    try:
+        return key_of(decode_event(raw)).encode()
+    except EventError:
+        return None
+
+
+def run_demo(settings: Settings, seed: int = 7, scale: float = 1.0, keep_broker: bool = False,
+             console: Console | None = None) -> int:
+    from poa.kafka_local import KafkaSetupError, LocalKafka, missing_tools
+    from poa.scenario import generate
+    console = console or Console()
+    home = settings.home.resolve() / "demo"
+    store = home / "store"
+    shutil.rmtree(store, ignore_errors=True)
+    home.mkdir(parents=True, exist_ok=True)
+    with console.status(f"generating the seeded scenario (seed {seed})"):
+        scen = generate(seed=seed, scale=scale)
+    records = [(t, line.encode("utf-8")) for t, line in scen.records]
+    console.print(f"scenario: {len(records):,} messages on {len(topics.INPUT_TOPICS)} topics (seed {seed})")
+
+    local = None
+    if settings.kafka_bootstrap is None:
+        if missing := missing_tools():
+            console.print(f"[yellow]{' and '.join(missing)} not found, so no local Kafka broker: "
+                          "running the same scenario through the replay path (no Kafka).[/]")
+            return _replay_fallback(settings, records, store, console)
+        local = LocalKafka(settings)
+        try:
+            with console.status("starting the local Kafka broker (first run resolves jars with Maven)"):
+                was_running = local.status().running
+                local.start()
+        except KafkaSetupError as exc:
+            console.print(f"[red]local Kafka broker failed:[/] {exc}")
+            return 1
+        if was_running:
+            local = None  # not ours to stop
+        console.print(f"Kafka broker at {settings.bootstrap}")
+    try:
+        return _run_streaming(settings, records, store, home, console, own_broker=settings.kafka_bootstrap is None)
+    finally:
+        if local is not None and not keep_broker:
+            with console.status("stopping the local Kafka broker"):
+                local.stop()
+
+
+def _run_streaming(settings: Settings, records, store: Path, home: Path, console: Console,
+                   own_broker: bool) -> int:
+    from poa.kafka_local import reset_topics
+    from streams.producer import EventProducer
+    group = "poa-demo"
+    if own_broker:
+        with console.status("recreating the PoA topics"):
+            reset_topics(settings.bootstrap, settings.topic_partitions)
+    env = dict(os.environ, POA_KAFKA_BOOTSTRAP=settings.bootstrap, POA_STORE_ENGINE="chdb",
+               POA_STORE_DIR=str(store), POA_WORKER_ID=group, POA_HOME=str(settings.home.resolve()))
+    log_path = home / "worker.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "poa.cli", "worker", "--loglevel", "info"],
+                                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*cols, console=console) as prog:
+            t_prod = prog.add_task("producing", total=len(records))
+            with EventProducer(settings.bootstrap) as producer:
+                for i, (topic, raw) in enumerate(records, 1):
+                    producer.send_raw(topic, raw, key=_key(raw))
+                    if i % 200 == 0 or i == len(records):
+                        prog.update(t_prod, completed=i)
+            _, end = _group_progress(settings.bootstrap, group)
+            t_proc = prog.add_task("processed by the worker", total=end)
+            deadline = time.monotonic() + 900
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the worker exited with code {proc.returncode}; see {log_path}")
+                done, end = _group_progress(settings.bootstrap, group)
+                prog.update(t_proc, completed=done, total=end)
+                if done >= end:
+                    break
+                time.sleep(1.0)
+            else:
+                raise RuntimeError(f"the worker did not catch up in 15 minutes; see {log_path}")
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    from sinks.chdb_sink import ChdbSink
+    sink = ChdbSink(store, settings.clickhouse_database)
+    try:
+        return _summary(sink, console, "Kafka -> Faust worker -> embedded ClickHouse", store)
+    finally:
+        sink.close()
+
+
+def _replay_fallback(settings: Settings, records, store: Path, console: Console) -> int:
+    from processors.core import Core
+    from processors.replay import replay, restore
+    from sinks.chdb_sink import ChdbSink
+    sink = ChdbSink(store, settings.clickhouse_database)
+    try:
+        sink.ensure_schema()
+        core = Core(settings)
+        restore(core, sink)
+        with Progress(console=console) as prog:
+            task = prog.add_task("replaying (no Kafka)", total=len(records))
+            replay(records, core, sink, on_progress=lambda n: prog.update(task, completed=n))
+        return _summary(sink, console, "REPLAY PATH (no Kafka broker)", store)
+    finally:
+        sink.close()

@@ -1,0 +1,240 @@
+"""The local Kafka broker: resolved from Maven Central, run with ``java`` (KRaft, one node).
+
+``deploy/kafka/pom.xml`` pins the broker version (the only place it is pinned) and
+the logging jars the distribution tarball adds by hand. ``start()`` resolves the jars
+once (``mvn dependency:copy-dependencies``), formats KRaft storage once, starts
+``kafka.Kafka`` detached with its output in ``<data dir>/broker.log``, and waits until
+the broker answers a metadata request. It is idempotent: a running broker is reused.
+``stop()`` sends SIGTERM (a clean controlled shutdown), then SIGKILL after a timeout.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from poa.settings import Settings
+from streams.topics import ALL_TOPICS, partitions_for
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "kafka"
+
+
+class KafkaSetupError(RuntimeError):
+    """The local broker cannot run here; the message says what is missing and how to fix it."""
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    running: bool
+    pid: int | None
+    bootstrap: str
+    data_dir: Path
+
+    def __str__(self) -> str:
+        state = f"running (pid {self.pid})" if self.running else "stopped"
+        return f"Kafka broker {state} at {self.bootstrap}, data in {self.data_dir}"
+
+
+def missing_tools() -> list[str]:
+    return [t for t in ("java", "mvn") if shutil.which(t) is None]
+
+
+def _port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+class LocalKafka:
+    def __init__(self, settings: Settings):
+        self.s = settings
+        self.dir = settings.kafka_dir.resolve()
+        self.libs = self.dir / "libs"
+        self.pid_file = self.dir / "broker.pid"
+        self.log_file = self.dir / "broker.log"
+        self.bootstrap = f"127.0.0.1:{settings.kafka_local_port}"
+
+    # ---------------------------------------------------------------- setup
+    def resolve_jars(self) -> Path:
+        """Copy the broker's runtime jars from Maven Central into ``<data dir>/libs`` (once)."""
+        marker = self.libs / ".complete"
+        pom = DEPLOY / "pom.xml"
+        if marker.exists() and marker.read_text() == pom.read_text():
+            return self.libs
+        if missing := missing_tools():
+            raise KafkaSetupError(f"{' and '.join(missing)} not found: the local Kafka broker needs "
+                                  "Java 17+ and Maven (apt-get install openjdk-17-jre-headless maven)")
+        shutil.rmtree(self.libs, ignore_errors=True)
+        self.libs.mkdir(parents=True)
+        cmd = ["mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
+               f"-DoutputDirectory={self.libs}", "-DincludeScope=runtime"]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise KafkaSetupError(f"Maven could not resolve the Kafka broker:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+        marker.write_text(pom.read_text())
+        return self.libs
+
+    def _render_config(self) -> Path:
+        conf = self.dir / "server.properties"
+        text = (DEPLOY / "server.properties.template").read_text().format(
+            port=self.s.kafka_local_port, controller_port=self.s.kafka_local_controller_port,
+            log_dir=self.dir / "data", partitions=self.s.topic_partitions)
+        conf.write_text(text)
+        return conf
+
+    def _java(self, *args: str, heap: str | None = None) -> list[str]:
+        cmd = ["java"]
+        if heap:
+            cmd += [f"-Xmx{heap}", f"-Xms{heap}"]
+        return cmd + ["-XX:+UseSerialGC", "-Djava.awt.headless=true",
+                      f"-Dlog4j2.configurationFile={DEPLOY / 'log4j2.properties'}",
+                      "-cp", str(self.libs / "*"), *args]
+
+    def _format(self, conf: Path) -> None:
+        if (self.dir / "data" / "meta.properties").exists():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        r = subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", cluster_id,
+                                      "-c", str(conf), "-g", heap="256m"),
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise KafkaSetupError(f"formatting KRaft storage failed:\n{r.stdout}{r.stderr}")
+
+    # ---------------------------------------------------------------- lifecycle
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return pid if _pid_alive(pid) else None
+
+    def status(self) -> BrokerStatus:
+        pid = self.pid()
+        return BrokerStatus(pid is not None and _port_open(self.s.kafka_local_port), pid,
+                            self.bootstrap, self.dir)
+
+    def start(self, timeout_s: float = 120.0) -> BrokerStatus:
+        if self.pid() is not None:
+            self.wait_ready(timeout_s)
+            return self.status()
+        if _port_open(self.s.kafka_local_port):
+            raise KafkaSetupError(f"port {self.s.kafka_local_port} is taken by another process; "
+                                  "set POA_KAFKA_LOCAL_PORT or POA_KAFKA_BOOTSTRAP")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.resolve_jars()
+        conf = self._render_config()
+        self._format(conf)
+        with open(self.log_file, "ab") as log:
+            proc = subprocess.Popen(self._java("kafka.Kafka", str(conf), heap=self.s.kafka_heap),
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, cwd=self.dir)
+        self.pid_file.write_text(str(proc.pid))
+        try:
+            self.wait_ready(timeout_s, proc)
+        except Exception:
+            self.stop()
+            raise
+        return self.status()
+
+    def wait_ready(self, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
+        from kafka import KafkaAdminClient
+        deadline = time.monotonic() + timeout_s
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                tail = self.log_file.read_text(errors="replace")[-3000:]
+                raise KafkaSetupError(f"the broker exited with code {proc.returncode}; log tail:\n{tail}")
+            if _port_open(self.s.kafka_local_port):
+                try:
+                    admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
+                    admin.list_topics()
+                    admin.close()
+                    return
+                except Exception as exc:  # not ready yet
+                    last = exc
+            time.sleep(0.5)
+        raise KafkaSetupError(f"the broker did not become ready in {timeout_s:.0f}s ({last}); "
+                              f"see {self.log_file}")
+
+    def stop(self, timeout_s: float = 30.0) -> bool:
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and _pid_alive(pid):
+            time.sleep(0.2)
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+
+def ensure_topics(bootstrap: str, partitions: int, topic_names=ALL_TOPICS, **client_kwargs) -> list[str]:
+    """Create the PoA topics with explicit partition counts; returns those newly created."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs)
+    try:
+        existing = set(admin.list_topics())
+        new = [NewTopic(t, partitions_for(t, partitions), 1,
+                        topic_configs={"max.message.bytes": str(4 << 20)})
+               for t in topic_names if t not in existing]
+        if new:
+            try:
+                admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+        return [t.name for t in new]
+    finally:
+        admin.close()
+
+
+def reset_topics(bootstrap: str, partitions: int, timeout_s: float = 60.0) -> None:
+    """Delete the PoA topics (and the demo/test worker's internal ones) and create them anew.
+
+    Only for a broker this tool owns (the demo's and the tests'): it erases the topics' data.
+    """
+    from kafka import KafkaAdminClient
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        present = [t for t in admin.list_topics()
+                   if t in ALL_TOPICS or t.startswith(("poa-demo", "poa-test"))]
+        if present:
+            admin.delete_topics(present)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and set(present) & set(admin.list_topics()):
+            time.sleep(0.3)
+    finally:
+        admin.close()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            ensure_topics(bootstrap, partitions)
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

@@ -1,0 +1,97 @@
+"""One frozen settings class for the whole system.
+
+Every value comes from environment variables prefixed ``POA_`` (or a ``.env`` /
+``POA_SETTINGS_FILE`` file); with none set, everything runs on the embedded
+defaults: a local Kafka broker under ``.poa/kafka`` and an embedded chdb store
+under ``.poa/store``. Names carry their units (``_s``, ``_ms``, ``_micro``).
+"""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MICRO_PER_TOKEN = 1_000_000
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="POA_",
+        env_file=os.environ.get("POA_SETTINGS_FILE", ".env"),
+        extra="ignore",
+        frozen=True,
+    )
+
+    # --- working directory (embedded defaults live under it)
+    home: Path = Path(".poa")
+
+    # --- Kafka
+    kafka_bootstrap: str | None = None  # None => `poa demo` starts the local broker
+    kafka_local_port: int = 19092
+    kafka_local_controller_port: int = 19093
+    kafka_data_dir: Path | None = None  # default: <home>/kafka
+    kafka_heap: str = "512m"
+    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SASL_PLAINTEXT | SASL_SSL | SSL
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    topic_partitions: int = 3
+    worker_id: str = "poa-worker"
+    worker_batch_max: int = 1000
+    worker_batch_within_s: float = 0.5
+
+    # --- ClickHouse
+    store_engine: str = "chdb"  # chdb | http
+    store_dir: Path | None = None  # chdb data path; default: <home>/store
+    clickhouse_url: str = "http://localhost:8123"
+    clickhouse_user: str = "default"
+    clickhouse_password: SecretStr = SecretStr("")
+    clickhouse_database: str = "poa"
+
+    # --- economics (shares of each usage fee, in basis points; must sum to 10_000)
+    share_contributors_bps: int = 7000
+    share_operator_bps: int = 2000
+    share_validators_bps: int = 500
+    share_protocol_bps: int = 500
+    treasury_account: str = "protocol:treasury"
+    epoch_s: int = 86_400
+
+    # --- attribution
+    span_min_tokens: int = 8
+
+    @model_validator(mode="after")
+    def _check_shares(self) -> "Settings":
+        total = (self.share_contributors_bps + self.share_operator_bps
+                 + self.share_validators_bps + self.share_protocol_bps)
+        if total != 10_000:
+            raise ValueError(f"fee shares must sum to 10000 bps, got {total}; "
+                             "set POA_SHARE_*_BPS so that they do")
+        if self.store_engine not in ("chdb", "http"):
+            raise ValueError("POA_STORE_ENGINE must be 'chdb' or 'http'")
+        return self
+
+    @property
+    def shares_bps(self) -> tuple[int, int, int, int]:
+        """(contributors, operator, validators, protocol) in basis points."""
+        return (self.share_contributors_bps, self.share_operator_bps,
+                self.share_validators_bps, self.share_protocol_bps)
+
+    @property
+    def kafka_dir(self) -> Path:
+        return self.kafka_data_dir or self.home / "kafka"
+
+    @property
+    def store_path(self) -> Path:
+        return self.store_dir or self.home / "store"
+
+    @property
+    def bootstrap(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_local_port}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

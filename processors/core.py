@@ -1,0 +1,372 @@
+"""The processing core: one raw message in, table rows and output messages out.
+
+Plain Python with no Faust or Kafka types, so the Faust worker and ``poa replay``
+run exactly the same code. Contract of :meth:`Core.process`:
+
+- input: the topic name and the raw message bytes (one event of contract v1);
+- output: a :class:`Result` with rows per ClickHouse table (dicts keyed by column)
+  and messages for the output topics (poa.rewards, poa.flags, poa.deadletter);
+- every accepted or rejected message is logged once in the ``events`` table with a
+  monotonically increasing ``seq``; every derived row carries the ``seq`` of the
+  message that produced it. Writing ``events`` last makes it the commit marker: rows
+  with a ``seq`` above the last logged one are orphans of a crash (see sinks/).
+- a message whose key (``event_id``, or a hash of an invalid payload) was seen
+  before produces nothing: re-delivery changes nothing;
+- an event that references what has not arrived yet (a vote on an unknown
+  contribution, a usage of an unknown model, a model whose base is unknown) waits
+  and is processed when that arrives; the same log always replays the same way.
+- time: rows carry the event's own ``ts``; an invalid message takes the ``ts`` of
+  the last valid event, so no wall clock enters the ledger.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+from attribution.spans import NgramIndex
+from attribution.text import content_hash, token_hashes
+from poa.settings import Settings
+from processors.ledger import fee_credits
+from streams import topics
+from streams.events import (Contribution, EventError, Model, Usage, Validation,
+                            canonical_json, decode_event, event_to_dict)
+
+EPOCH0 = datetime(1970, 1, 1, tzinfo=timezone.utc)
+DEFAULT_STAKE = 1_000_000
+MAX_DEADLETTER_PAYLOAD = 1 << 20
+
+
+@dataclass
+class Result:
+    rows: dict[str, list[dict]] = field(default_factory=dict)
+    messages: list[tuple[str, str, bytes]] = field(default_factory=list)  # (topic, key, value)
+
+    def add(self, table: str, row: dict) -> None:
+        self.rows.setdefault(table, []).append(row)
+
+    def extend(self, other: "Result") -> None:
+        for t, rs in other.rows.items():
+            self.rows.setdefault(t, []).extend(rs)
+        self.messages.extend(other.messages)
+
+
+@dataclass
+class ContributionState:
+    idx: int
+    contribution_id: str
+    contributor: str
+    datanet: str
+    kind: str
+    ts: datetime
+    status: str
+    duplicate_of: str
+    content_hash: str
+    tokens: int
+    license: str
+    stake: int
+    accept_stake: int = 0
+    reject_stake: int = 0
+    qualities: list[float] = field(default_factory=list)
+    voters: dict[str, tuple[str, int]] = field(default_factory=dict)  # validator -> (verdict, stake)
+
+
+@dataclass
+class Stats:
+    processed: int = 0
+    redelivered: int = 0
+    deadlettered: int = 0
+    duplicates: int = 0
+    waiting: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+    fees_micro: int = 0
+    credits_micro: dict[str, int] = field(default_factory=dict)
+
+
+class Core:
+    """Stateful processing core. State lives in memory and is rebuilt from the event log."""
+
+    def __init__(self, settings: Settings):
+        self.s = settings
+        self.seq = 0
+        self.last_ts = EPOCH0
+        self.seen: set[str] = set()
+        self.contribs: dict[str, ContributionState] = {}
+        self.by_idx: list[ContributionState] = []
+        self.by_hash: dict[str, str] = {}
+        self.by_datanet: dict[str, list[int]] = {}
+        self.models: dict[str, Model] = {}
+        self.validator_votes: dict[str, list[int]] = {}  # validator -> [agree, total]
+        self.waiting: dict[str, list[tuple[str, object]]] = {}
+        self.index = NgramIndex(settings.span_min_tokens)
+        self.stats = Stats()
+
+    # ------------------------------------------------------------------ entry
+    def process(self, topic: str, raw: bytes) -> Result:
+        """Process one raw message from ``topic``; see the module docstring."""
+        res = Result()
+        try:
+            ev = decode_event(raw)
+            if topics.TOPIC_OF_TYPE[ev.type] != topic and topic in topics.INPUT_TOPICS:
+                raise EventError(f"event type {ev.type!r} does not belong on topic {topic}; "
+                                 f"produce it to {topics.TOPIC_OF_TYPE[ev.type]}", ev.event_id)
+        except EventError as err:
+            key = "invalid:" + hashlib.blake2b(topic.encode() + b"\0" + raw, digest_size=12).hexdigest()
+            if key in self.seen:
+                self.stats.redelivered += 1
+                return res
+            self._log(res, key, "invalid", topic, self.last_ts, raw, "invalid")
+            self._deadletter(res, err.event_id or key, topic, err.reason, raw)
+            return res
+        if ev.event_id in self.seen:
+            self.stats.redelivered += 1
+            return res
+        self.last_ts = max(self.last_ts, ev.ts)
+        payload = canonical_json(event_to_dict(ev))
+        missing = self._missing(ev)
+        self._log(res, ev.event_id, ev.type, topic, ev.ts, payload, "waiting" if missing else "ok")
+        if missing:
+            self.waiting.setdefault(missing, []).append((topic, ev))
+            self.stats.waiting += 1
+            return res
+        self._apply(res, topic, ev)
+        return res
+
+    def replay_log(self, rows) -> int:
+        """Rebuild state from ``events`` rows (seq, event_id, type, topic, ts, payload) in seq order."""
+        n = 0
+        for seq, event_id, etype, topic, ts, payload in rows:
+            if etype == "invalid":
+                self.seq = seq
+                self.seen.add(event_id)
+                self.stats.deadlettered += 1
+            else:
+                self.process(topic, payload if isinstance(payload, bytes) else payload.encode())
+                if self.seq != seq:
+                    raise RuntimeError(f"event log diverged at seq {seq} ({event_id}): "
+                                       f"replay produced seq {self.seq}")
+            n += 1
+        return n
+
+    # ------------------------------------------------------------------ helpers
+    def _log(self, res: Result, key: str, etype: str, topic: str, ts: datetime,
+             payload: bytes, status: str) -> None:
+        self.seq += 1
+        self.seen.add(key)
+        self.stats.processed += 1
+        self.stats.by_type[etype] = self.stats.by_type.get(etype, 0) + 1
+        res.add("events", {"seq": self.seq, "event_id": key, "type": etype, "topic": topic,
+                           "ts": ts, "status": status,
+                           "payload": payload.decode("utf-8", "backslashreplace")})
+
+    def _deadletter(self, res: Result, event_id: str, topic: str, reason: str, raw: bytes) -> None:
+        self.stats.deadlettered += 1
+        body = raw[:MAX_DEADLETTER_PAYLOAD].decode("utf-8", "backslashreplace")
+        if len(raw) > MAX_DEADLETTER_PAYLOAD:
+            body += f"... [truncated: {len(raw)} bytes in all]"
+        row = {"event_id": event_id, "topic": topic, "reason": reason, "payload": body,
+               "ts": self.last_ts, "seq": self.seq}
+        res.add("deadletter", row)
+        res.messages.append((topics.DEADLETTER, event_id, canonical_json(
+            {"event_id": event_id, "topic": topic, "reason": reason, "payload": body[:65536]})))
+
+    def _missing(self, ev) -> str | None:
+        if isinstance(ev, Validation) and ev.contribution_id not in self.contribs:
+            return "contribution:" + ev.contribution_id
+        if isinstance(ev, Usage) and ev.model_id not in self.models:
+            return "model:" + ev.model_id
+        if isinstance(ev, Model):
+            for b in ev.base_models:
+                if b not in self.models:
+                    return "model:" + b
+        return None
+
+    def _release(self, res: Result, key: str) -> None:
+        for topic, ev in self.waiting.pop(key, []):
+            self.stats.waiting -= 1
+            missing = self._missing(ev)
+            if missing:
+                self.waiting.setdefault(missing, []).append((topic, ev))
+                self.stats.waiting += 1
+            else:
+                self._apply(res, topic, ev)
+
+    def _epoch(self, ts: datetime) -> int:
+        return int(ts.timestamp()) // self.s.epoch_s
+
+    def _apply(self, res: Result, topic: str, ev) -> None:
+        if isinstance(ev, Contribution):
+            self._contribution(res, ev)
+        elif isinstance(ev, Validation):
+            self._validation(res, ev)
+        elif isinstance(ev, Model):
+            self._model(res, ev)
+        else:
+            self._usage(res, ev)
+
+    # ------------------------------------------------------------------ contributions
+    def _contribution_row(self, c: ContributionState, event_id: str) -> dict:
+        q = float(np.mean(c.qualities)) if c.qualities else None
+        return {"contribution_id": c.contribution_id, "contributor": c.contributor,
+                "datanet": c.datanet, "kind": c.kind, "ts": c.ts, "status": c.status,
+                "duplicate_of": c.duplicate_of, "quality": q, "content_hash": c.content_hash,
+                "tokens": c.tokens, "license": c.license, "stake": c.stake,
+                "version": self.seq, "event_id": event_id, "seq": self.seq}
+
+    def _flag(self, res: Result, c: ContributionState, reason: str, score: float,
+              detail: str, ts: datetime, event_id: str) -> None:
+        row = {"contribution_id": c.contribution_id, "contributor": c.contributor,
+               "reason": reason, "score": score, "detail": detail, "ts": ts,
+               "event_id": event_id, "seq": self.seq}
+        res.add("flags", row)
+        res.messages.append((topics.FLAGS, c.contribution_id, canonical_json(
+            {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()})))
+
+    def _contribution(self, res: Result, ev: Contribution) -> None:
+        if ev.contribution_id in self.contribs:
+            self._deadletter(res, ev.event_id, topics.CONTRIBUTIONS,
+                             f"contribution_id {ev.contribution_id!r} is already registered "
+                             "by an earlier event", encode(ev))
+            return
+        toks = token_hashes(ev.content)
+        h = content_hash(ev.content)
+        c = ContributionState(len(self.by_idx), ev.contribution_id, ev.contributor, ev.datanet,
+                              ev.kind, ev.ts, "pending", "", h, int(toks.shape[0]),
+                              ev.license or "", ev.stake or 0)
+        self.contribs[c.contribution_id] = c
+        self.by_idx.append(c)
+        first = self.by_hash.get(h)
+        if first is not None:
+            c.status, c.duplicate_of = "duplicate", first
+            self.stats.duplicates += 1
+            self._flag(res, c, "exact_duplicate", 1.0, f"same normalized content as {first}",
+                       ev.ts, ev.event_id)
+        else:
+            self.by_hash[h] = c.contribution_id
+            self.index.add(c.idx, toks)
+            self.by_datanet.setdefault(c.datanet, []).append(c.idx)
+        res.add("contributions", self._contribution_row(c, ev.event_id))
+        self._release(res, "contribution:" + ev.contribution_id)
+
+    # ------------------------------------------------------------------ validations
+    def _validation(self, res: Result, ev: Validation) -> None:
+        c = self.contribs[ev.contribution_id]
+        if ev.validator in c.voters:
+            self._deadletter(res, ev.event_id, topics.VALIDATIONS,
+                             f"validator {ev.validator!r} already voted on {ev.contribution_id!r}",
+                             encode(ev))
+            return
+        stake = ev.stake if ev.stake is not None else DEFAULT_STAKE
+        c.voters[ev.validator] = (ev.verdict, stake)
+        if ev.verdict == "accept":
+            c.accept_stake += stake
+        else:
+            c.reject_stake += stake
+        if ev.quality is not None:
+            c.qualities.append(ev.quality)
+        res.add("validations", {"validator": ev.validator, "contribution_id": ev.contribution_id,
+                                "verdict": ev.verdict, "quality": ev.quality, "stake": stake,
+                                "ts": ev.ts, "event_id": ev.event_id, "seq": self.seq})
+        if c.status != "duplicate":
+            c.status = ("accepted" if c.accept_stake > c.reject_stake else
+                        "rejected" if c.reject_stake > c.accept_stake else "pending")
+        res.add("contributions", self._contribution_row(c, ev.event_id))
+        # foundation reliability: share of a validator's votes agreeing with the stake majority
+        agree = (ev.verdict == "accept") == (c.status == "accepted")
+        tally = self.validator_votes.setdefault(ev.validator, [0, 0])
+        tally[0] += int(agree)
+        tally[1] += 1
+        res.add("validator_scores", {"validator": ev.validator,
+                                     "reliability": tally[0] / tally[1], "votes": tally[1],
+                                     "ts": ev.ts, "event_id": ev.event_id, "seq": self.seq})
+
+    # ------------------------------------------------------------------ models
+    def _model(self, res: Result, ev: Model) -> None:
+        if ev.model_id in self.models:
+            self._deadletter(res, ev.event_id, topics.MODELS,
+                             f"model_id {ev.model_id!r} is already registered", encode(ev))
+            return
+        self.models[ev.model_id] = ev
+        res.add("models", {"model_id": ev.model_id, "operator": ev.operator, "method": ev.method,
+                           "base_models": list(ev.base_models),
+                           "datanets": [d.datanet for d in ev.datanets],
+                           "datanet_weights": [d.weight for d in ev.datanets],
+                           "inherit": ev.inherit if ev.inherit is not None else 0.0,
+                           "ts": ev.ts, "event_id": ev.event_id, "seq": self.seq})
+        self._release(res, "model:" + ev.model_id)
+
+    def lineage(self, model_id: str) -> list[str]:
+        """The model and its ancestors through base_models, breadth first, each once."""
+        out, queue, seen = [], [model_id], {model_id}
+        while queue:
+            m = queue.pop(0)
+            out.append(m)
+            for b in self.models[m].base_models:
+                if b not in seen:
+                    seen.add(b)
+                    queue.append(b)
+        return out
+
+    # ------------------------------------------------------------------ usage
+    def _eligible(self, c: ContributionState) -> bool:
+        return c.status not in ("duplicate", "rejected", "spam")
+
+    def _usage(self, res: Result, ev: Usage) -> None:
+        model = self.models[ev.model_id]
+        datanets = sorted({d.datanet for m in self.lineage(ev.model_id)
+                           for d in self.models[m].datanets})
+        allowed = {i for dn in datanets for i in self.by_datanet.get(dn, ())
+                   if self._eligible(self.by_idx[i])}
+        toks = token_hashes(ev.output)
+        docs, w, matched = self.index.attribute(toks, allowed)
+        evidence = "span"
+        if not docs and allowed:
+            docs, evidence = sorted(allowed), "pro_rata"
+            w = np.full(len(docs), 1.0 / len(docs))
+        elif not docs:
+            evidence = "none"
+        if ev.influence and docs is not None:
+            infl = {i.contribution_id: i.score for i in ev.influence}
+            iw = np.asarray([infl.get(self.by_idx[d].contribution_id, 0.0) for d in docs])
+            if iw.sum() > 0:
+                mix = 0.3 if evidence == "span" else 1.0
+                w = (1 - mix) * np.asarray(w) + mix * iw / iw.sum()
+                evidence = "span+influence" if evidence == "span" else "influence"
+        cs = [self.by_idx[d] for d in docs]
+        epoch = self._epoch(ev.ts)
+        for c, wi in zip(cs, w):
+            res.add("attributions", {"request_id": ev.request_id, "model_id": ev.model_id,
+                                     "contribution_id": c.contribution_id,
+                                     "contributor": c.contributor, "datanet": c.datanet,
+                                     "weight": float(wi), "evidence": evidence, "ts": ev.ts,
+                                     "event_id": ev.event_id, "seq": self.seq})
+        validators, vweights = [], []
+        for c, wi in zip(cs, w):
+            acc = [(v, st) for v, (verdict, st) in sorted(c.voters.items()) if verdict == "accept"]
+            total = sum(st for _, st in acc)
+            for v, st in acc:
+                validators.append(v)
+                vweights.append(float(wi) * st / total)
+        credits = fee_credits(fee=ev.fee, shares_bps=self.s.shares_bps, operator=model.operator,
+                              contributors=[c.contributor for c in cs],
+                              contributor_weights=[float(x) for x in w],
+                              validators=validators, validator_weights=vweights,
+                              treasury=self.s.treasury_account, ref_event_id=ev.event_id,
+                              ts=ev.ts, epoch=epoch, seq=self.seq)
+        res.add("usage", {"request_id": ev.request_id, "model_id": ev.model_id, "fee": ev.fee,
+                          "output_tokens": int(toks.shape[0]), "matched_tokens": matched,
+                          "evidence": evidence, "contributions": len(cs), "ts": ev.ts,
+                          "event_id": ev.event_id, "seq": self.seq})
+        self.stats.fees_micro += ev.fee
+        for row in credits:
+            res.add("reward_ledger", row)
+            self.stats.credits_micro[row["role"]] = self.stats.credits_micro.get(row["role"], 0) + row["amount"]
+            res.messages.append((topics.REWARDS, row["account"], canonical_json(
+                {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()})))
+
+
+def encode(ev) -> bytes:
+    return canonical_json(event_to_dict(ev))

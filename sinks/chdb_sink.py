@@ -1,0 +1,106 @@
+"""Embedded engine: chdb (ClickHouse in-process), one persistent data directory.
+
+chdb 4.x runs one engine per process, bound to one data path while any connection
+to it is open (and a second process cannot open a path another one holds). Sinks on
+the same path share one session (reference counted); opening another path while
+one is open raises a clear error; closing the last sink frees the engine so another
+path can be opened. Calls are serialized with a lock, so the sink may be used from
+worker threads (``asyncio.to_thread``). Inserts go columnar through Arrow:
+``INSERT ... SELECT * FROM Python(table)``.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pyarrow as pa
+from chdb import session as chdb_session
+
+from sinks.base import Sink
+from sinks.ddl import TABLES
+
+_SESSIONS: dict[str, list] = {}  # path -> [session, refcount]
+_LOCK = threading.RLock()
+
+
+def _arrow_type(ch_type: str) -> pa.DataType:
+    t = ch_type
+    if t.startswith("LowCardinality("):
+        t = t[len("LowCardinality("):-1]
+    if t.startswith("Nullable("):
+        t = t[len("Nullable("):-1]
+    if t.startswith("Array("):
+        return pa.list_(_arrow_type(t[len("Array("):-1]))
+    if t.startswith("DateTime64"):
+        return pa.timestamp("ms", tz="UTC")
+    return {"String": pa.string(), "UInt64": pa.uint64(), "UInt32": pa.uint32(),
+            "Int64": pa.int64(), "Float64": pa.float64()}[t]
+
+
+def _open(path: Path) -> chdb_session.Session:
+    key = str(path.resolve())
+    with _LOCK:
+        if key not in _SESSIONS:
+            if _SESSIONS:
+                raise RuntimeError(f"chdb runs one store per process: {next(iter(_SESSIONS))} "
+                                   f"is open, so {key} cannot be; close the other sink first")
+            path.mkdir(parents=True, exist_ok=True)
+            try:
+                _SESSIONS[key] = [chdb_session.Session(key), 0]
+            except Exception as exc:
+                raise RuntimeError(f"cannot open the store {key}: {exc} (is a worker or another "
+                                   "`poa` process using it? stop it, or query that process)") from exc
+        _SESSIONS[key][1] += 1
+        return _SESSIONS[key][0]
+
+
+def _release(path: Path) -> None:
+    key = str(path.resolve())
+    with _LOCK:
+        entry = _SESSIONS.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del _SESSIONS[key]
+            entry[0].close()
+
+
+class ChdbSink(Sink):
+    def __init__(self, path: str | Path, database: str = "poa"):
+        self.path = Path(path)
+        self.database = database
+        self._s = _open(self.path)
+        self._closed = False
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            _release(self.path)
+
+    def use_database(self) -> None:
+        self.command(f"USE {self.database}")
+
+    def command(self, sql: str) -> None:
+        with _LOCK:
+            self._s.query(sql)
+
+    def raw(self, sql: str, fmt: str | None) -> bytes:
+        with _LOCK:
+            res = self._s.query(sql, fmt) if fmt else self._s.query(sql)
+        return res.bytes()
+
+    def query(self, sql: str) -> tuple[list[str], list[tuple]]:
+        with _LOCK:
+            tbl = self._s.query(sql, "ArrowTable")
+        cols = tbl.column_names
+        data = [tbl.column(i).to_pylist() for i in range(len(cols))]
+        return cols, list(zip(*data))
+
+    def insert(self, table: str, columns: dict[str, list]) -> None:
+        types = dict(TABLES[table].columns)
+        arrow = pa.table({c: pa.array(v, type=_arrow_type(types[c])) for c, v in columns.items()})  # noqa: F841
+        cols = ", ".join(f"`{c}`" for c in columns)
+        with _LOCK:
+            self._s.query(f"INSERT INTO {self.database}.{table} ({cols}) "
+                          f"SELECT {cols} FROM Python(arrow) SETTINGS async_insert = 0")

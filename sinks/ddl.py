@@ -1,0 +1,91 @@
+"""Table definitions: columns, engines and sort keys, shared by both engines.
+
+Every derived table carries ``seq``: the position in the ``events`` log of the
+message that produced the row. ``events`` is written last in every batch, so rows
+with a ``seq`` above ``max(events.seq)`` are orphans of an interrupted batch and are
+removed on start (:meth:`sinks.base.Sink.recover`). Tables whose rows are updated
+(``contributions``, ``models``) are ReplacingMergeTree on ``version``: read them with
+``FINAL``. The ledger is a plain MergeTree: sum it with ``GROUP BY``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TS = "DateTime64(3, 'UTC')"
+LC = "LowCardinality(String)"
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[tuple[str, str], ...]
+    engine: str
+    order_by: str
+    partition_by: str | None = None
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c for c, _ in self.columns]
+
+    def create_sql(self, database: str) -> str:
+        cols = ",\n  ".join(f"`{c}` {t}" for c, t in self.columns)
+        part = f"\nPARTITION BY {self.partition_by}" if self.partition_by else ""
+        return (f"CREATE TABLE IF NOT EXISTS {database}.{self.name} (\n  {cols}\n)\n"
+                f"ENGINE = {self.engine}{part}\nORDER BY {self.order_by}")
+
+
+TABLES: dict[str, Table] = {t.name: t for t in [
+    Table("contributions", (
+        ("contribution_id", "String"), ("contributor", "String"), ("datanet", LC), ("kind", LC),
+        ("ts", TS), ("status", LC), ("duplicate_of", "String"), ("quality", "Nullable(Float64)"),
+        ("content_hash", "String"), ("tokens", "UInt32"), ("license", LC), ("stake", "Int64"),
+        ("version", "UInt64"), ("event_id", "String"), ("seq", "UInt64")),
+        "ReplacingMergeTree(version)", "contribution_id"),
+    Table("flags", (
+        ("contribution_id", "String"), ("contributor", "String"), ("reason", LC),
+        ("score", "Float64"), ("detail", "String"), ("ts", TS), ("event_id", "String"),
+        ("seq", "UInt64")),
+        "MergeTree", "(reason, ts, contribution_id)"),
+    Table("validations", (
+        ("validator", "String"), ("contribution_id", "String"), ("verdict", LC),
+        ("quality", "Nullable(Float64)"), ("stake", "Int64"), ("ts", TS),
+        ("event_id", "String"), ("seq", "UInt64")),
+        "MergeTree", "(contribution_id, ts, validator)"),
+    Table("validator_scores", (
+        ("validator", "String"), ("reliability", "Float64"), ("votes", "UInt32"), ("ts", TS),
+        ("event_id", "String"), ("seq", "UInt64")),
+        "MergeTree", "(validator, ts)"),
+    Table("models", (
+        ("model_id", "String"), ("operator", "String"), ("method", LC),
+        ("base_models", "Array(String)"), ("datanets", "Array(String)"),
+        ("datanet_weights", "Array(Float64)"), ("inherit", "Float64"), ("ts", TS),
+        ("event_id", "String"), ("seq", "UInt64")),
+        "ReplacingMergeTree(seq)", "model_id"),
+    Table("usage", (
+        ("request_id", "String"), ("model_id", "String"), ("fee", "Int64"),
+        ("output_tokens", "UInt32"), ("matched_tokens", "UInt32"), ("evidence", LC),
+        ("contributions", "UInt32"), ("ts", TS), ("event_id", "String"), ("seq", "UInt64")),
+        "MergeTree", "(model_id, ts, request_id)"),
+    Table("attributions", (
+        ("request_id", "String"), ("model_id", "String"), ("contribution_id", "String"),
+        ("contributor", "String"), ("datanet", LC), ("weight", "Float64"), ("evidence", LC),
+        ("ts", TS), ("event_id", "String"), ("seq", "UInt64")),
+        "MergeTree", "(model_id, ts, request_id, contribution_id)"),
+    Table("reward_ledger", (
+        ("entry_id", "String"), ("epoch", "UInt32"), ("account", "String"), ("role", LC),
+        ("source", LC), ("amount", "Int64"), ("ref_event_id", "String"), ("ts", TS),
+        ("seq", "UInt64")),
+        "MergeTree", "(account, epoch, entry_id)"),
+    Table("deadletter", (
+        ("event_id", "String"), ("topic", LC), ("reason", "String"), ("payload", "String"),
+        ("ts", TS), ("seq", "UInt64")),
+        "MergeTree", "(ts, seq)"),
+    Table("events", (
+        ("seq", "UInt64"), ("event_id", "String"), ("type", LC), ("topic", LC), ("ts", TS),
+        ("status", LC), ("payload", "String")),
+        "MergeTree", "seq"),
+]}
+
+# Written last: the commit marker of a batch.
+WRITE_ORDER: list[str] = [n for n in TABLES if n != "events"] + ["events"]
+DERIVED_TABLES: list[str] = [n for n in TABLES if n != "events"]

@@ -1,0 +1,1 @@
+"""Event schemas, topic names, serialization and producer helpers (contract v1)."""

@@ -1,0 +1,106 @@
+from events_factory import LEGAL_DE, contribution, scenario
+
+from processors.core import Core, Result
+from processors.replay import replay, restore
+
+
+def run(settings, records) -> tuple[Core, Result]:
+    core, out = Core(settings), Result()
+    for topic, raw in records:
+        out.extend(core.process(topic, raw))
+    return core, out
+
+
+def rows_by(res, table, key):
+    return {r[key]: r for r in res.rows.get(table, [])}
+
+
+def test_exact_duplicate_points_to_earliest_and_is_flagged(settings):
+    core, res = run(settings, scenario())
+    c3 = core.contribs["c3"]
+    assert (c3.status, c3.duplicate_of) == ("duplicate", "c1")
+    flags = res.rows["flags"]
+    assert [(f["contribution_id"], f["reason"]) for f in flags] == [("c3", "exact_duplicate")]
+
+
+def test_usage_credits_sum_to_fee_and_stay_in_lineage(settings):
+    core, res = run(settings, scenario())
+    ledger = res.rows["reward_ledger"]
+    usage = rows_by(res, "usage", "event_id")
+    for eid, u in usage.items():
+        assert sum(r["amount"] for r in ledger if r["ref_event_id"] == eid) == u["fee"]
+    attr = res.rows["attributions"]
+    r1 = [a for a in attr if a["request_id"] == "r1"]
+    assert [(a["contribution_id"], a["evidence"], a["weight"]) for a in r1] == [("c1", "span", 1.0)]
+    # mallory's exact copy earns nothing; alice gets the whole contributor share
+    contrib = {r["account"]: r["amount"] for r in ledger if r["ref_event_id"] == "e11" and r["role"] == "contributor"}
+    assert contrib == {"alice": 700_002}
+    validators = {r["account"]: r["amount"] for r in ledger if r["ref_event_id"] == "e11" and r["role"] == "validator"}
+    assert validators == {"val1": 37_500, "val2": 12_500}  # stake 3:1 of 50_000
+    # r3 copies medical text, which is outside m-base's lineage: pro rata over legal-de only
+    r3 = [a for a in attr if a["request_id"] == "r3"]
+    assert {a["datanet"] for a in r3} == {"legal-de"} and r3[0]["evidence"] == "pro_rata"
+    # r0 waited for m-ft, whose lineage (m-ft + m-base) covers legal-fr and legal-de
+    r0 = [a for a in attr if a["request_id"] == "r0"]
+    assert [a["contribution_id"] for a in r0] == ["c1"]
+
+
+def test_waiting_events_are_released_in_order(settings):
+    core, res = run(settings, scenario())
+    assert core.stats.waiting == 0
+    ev = res.rows["events"]
+    assert [e["status"] for e in ev if e["event_id"] in ("e8", "e9")] == ["waiting", "waiting"]
+    assert "r0" in rows_by(res, "usage", "request_id")
+
+
+def test_bad_messages_dead_lettered_once_with_reasons(settings):
+    core, res = run(settings, scenario())
+    dl = res.rows["deadletter"]
+    reasons = {d["event_id"]: d["reason"] for d in dl}
+    assert len(dl) == 3
+    assert "fee: Input should be greater than or equal to 0" in reasons["bad1"]
+    assert any(r.startswith("invalid JSON") for r in reasons.values())
+    assert "does not belong on topic poa.contributions" in reasons["e14"]
+    assert [m[0] for m in res.messages].count("poa.deadletter") == 3
+    assert core.stats.redelivered == 2
+
+
+def test_redelivery_changes_nothing(settings):
+    core, res = run(settings, scenario())
+    for topic, raw in scenario():
+        again = core.process(topic, raw)
+        assert again.rows == {} and again.messages == []
+
+
+def test_same_log_same_ledger(settings):
+    _, a = run(settings, scenario())
+    _, b = run(settings, scenario())
+    assert a.rows == b.rows and a.messages == b.messages
+
+
+def test_restore_from_store_then_continue_equals_one_pass(settings, sink):
+    records = scenario()
+    _, whole = run(settings, records)
+    core = Core(settings)
+    replay(records[:9], core, sink, batch_events=4)
+    # a crashed batch: derived rows written, commit marker (events) not
+    partial = core.process(*records[9])
+    sink.write({k: v for k, v in partial.rows.items() if k != "events"})
+    fresh = Core(settings)
+    assert restore(fresh, sink) == 9
+    assert fresh.seq == 9 and fresh.contribs.keys() == core.contribs.keys() - set()
+    replay(records[9:], fresh, sink)
+    _, ledger = sink.query(f"SELECT entry_id, account, amount FROM {sink.database}.reward_ledger ORDER BY entry_id")
+    expected = sorted((r["entry_id"], r["account"], r["amount"]) for r in whole.rows["reward_ledger"])
+    assert ledger == expected
+    assert sink.scalar(f"SELECT count() FROM {sink.database}.events") == len(whole.rows["events"])
+    assert sink.scalar(f"SELECT count() FROM {sink.database}.models") == 2
+
+
+def test_contribution_id_reuse_is_dead_lettered(settings):
+    core, res = run(settings, [
+        ("poa.contributions", contribution("x1", "c1", "a", "d", LEGAL_DE)),
+        ("poa.contributions", contribution("x2", "c1", "b", "d", "other text entirely")),
+    ])
+    assert res.rows["deadletter"][0]["reason"].startswith("contribution_id 'c1' is already registered")
+    assert core.contribs["c1"].contributor == "a"
