@@ -2,18 +2,25 @@
 
 Contract:
 - ``normalize(text)``: NFKC, casefold, every Unicode punctuation/symbol/separator/control
-  character mapped to a space. Letters with accents or umlauts are kept
-  ("Verträge" -> "verträge"), so German, French and English tokenize on words.
-- ``token_hashes(text)``: uint64 array, one FNV-1a 64-bit hash per word of the
-  normalized text (a word = a maximal run of bytes that are ASCII alphanumerics or
-  part of a non-ASCII UTF-8 sequence). Stable across processes and numba's cache:
-  it never uses Python's ``hash()``.
+  character (general category P*, S*, Z*, C*, unassigned included) mapped to a space.
+  Letters with accents or umlauts are kept ("Verträge" -> "verträge"); apostrophes
+  split words ("l'homme" -> "l homme", "don't" -> "don t"), so German, French and
+  English tokenize on words the same way a search engine's simple analyzer does.
+- ``token_hashes(text)``: uint64 array, one FNV-1a 64-bit hash of the UTF-8 bytes of
+  each word of ``normalize(text)`` (a word = a maximal run of non-separator characters).
+  Stable across processes and numba's cache: it never uses Python's ``hash()``.
+  Equal to ``hash_words(normalize(text).encode())``, but computed without building the
+  normalized string: ASCII text goes straight to the kernel (which lower-cases A-Z),
+  other text gets NFKC + casefold in C and the separator test in the kernel, through a
+  per-code-point class table filled lazily one Unicode plane (65,536 code points,
+  ~20 ms) at a time, so the first call costs milliseconds, not a walk over all of Unicode.
+- ``token_hashes_batch(texts)``: the same for many texts -> (flat hashes, offsets) with
+  ``flat[offsets[i]:offsets[i+1]]`` the hashes of ``texts[i]``.
 - ``content_hash(text)``: 64-bit hash of the normalized word sequence (exact duplicates
   up to case, punctuation and whitespace share it).
 """
 from __future__ import annotations
 
-import sys
 import unicodedata
 
 import numba as nb
@@ -22,29 +29,47 @@ import numpy as np
 FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 FNV_PRIME = np.uint64(0x100000001B3)
 
-
-def _build_table() -> dict[int, int]:
-    table = {}
-    for cp in range(sys.maxunicode + 1):
-        cat = unicodedata.category(chr(cp))
-        if cat[0] in "PSZC" and cp not in (0x20,):
-            table[cp] = 0x20
-    return table
+_N_CP = 0x110000
+# class of each code point: 0 = not computed yet, 1 = word character, 2 = separator
+_CLASS = np.zeros(_N_CP, dtype=np.uint8)
+_PLANE_DONE = np.zeros(17, dtype=np.bool_)
 
 
-_TABLE: dict[int, int] | None = None
+def _is_sep(cp: int) -> bool:
+    return unicodedata.category(chr(cp))[0] in "PSZC"
+
+
+def _build_plane(plane: int) -> None:
+    base = plane << 16
+    cls = bytes(2 if unicodedata.category(chr(c))[0] in "PSZC" else 1
+                for c in range(base, base + 0x10000))
+    _CLASS[base:base + 0x10000] = np.frombuffer(cls, dtype=np.uint8)
+    _PLANE_DONE[plane] = True
+
+
+class _SepTable(dict):
+    """``str.translate`` table filled on demand: separators -> space, others -> themselves."""
+
+    def __missing__(self, cp: int) -> int:
+        v = 0x20 if _is_sep(cp) else cp
+        self[cp] = v
+        return v
+
+
+_TABLE = _SepTable()
 
 
 def normalize(text: str) -> str:
-    global _TABLE
-    if _TABLE is None:
-        _TABLE = _build_table()
+    """NFKC + casefold + every P/S/Z/C character replaced by a space."""
     return unicodedata.normalize("NFKC", text).casefold().translate(_TABLE)
 
 
 @nb.njit(cache=True, nogil=True)
 def hash_words(buf: np.ndarray) -> np.ndarray:
-    """FNV-1a 64 of each word in a UTF-8 byte buffer (uint8 array) -> uint64 array."""
+    """FNV-1a 64 of each word of an already normalized UTF-8 buffer (uint8) -> uint64.
+
+    A word is a maximal run of bytes that are ASCII alphanumerics or >= 0x80.
+    """
     n = buf.shape[0]
     out = np.empty(n // 2 + 1, dtype=np.uint64)
     k = 0
@@ -69,6 +94,114 @@ def hash_words(buf: np.ndarray) -> np.ndarray:
 
 
 @nb.njit(cache=True, nogil=True)
+def tokenize_utf8(buf: np.ndarray, cls: np.ndarray):
+    """Word hashes of NFKC+casefolded UTF-8 ``buf``; byte 0 separates documents.
+
+    Returns (hashes uint64, offsets int64[n_docs + 1], missing_plane int). When a code
+    point's class is not computed yet (``cls[cp] == 0``) it stops early and returns that
+    code point's plane (>= 0); the caller fills the plane and calls again. Otherwise
+    ``missing_plane == -1``. ASCII A-Z are lower-cased before hashing; malformed UTF-8
+    bytes count as separators.
+    """
+    n = buf.shape[0]
+    ndocs = 1
+    for i in range(n):
+        if buf[i] == 0:
+            ndocs += 1
+    out = np.empty(n // 2 + 1, dtype=np.uint64)
+    offs = np.zeros(ndocs + 1, dtype=np.int64)
+    k = 0
+    nd = 0
+    h = np.uint64(0)
+    inword = False
+    i = 0
+    while i < n:
+        b = np.int64(buf[i])
+        ln = 1
+        if b < 0x80:
+            if b == 0:
+                if inword:
+                    out[k] = h
+                    k += 1
+                    inword = False
+                nd += 1
+                offs[nd] = k
+                i += 1
+                continue
+            if 65 <= b <= 90:
+                b += 32
+            word = (48 <= b <= 57) or (97 <= b <= 122)
+        else:
+            if b >= 0xF0:
+                ln, cp = 4, b & 0x07
+            elif b >= 0xE0:
+                ln, cp = 3, b & 0x0F
+            elif b >= 0xC0:
+                ln, cp = 2, b & 0x1F
+            else:
+                ln, cp = 1, np.int64(-1)
+            if i + ln > n:
+                ln, cp = 1, np.int64(-1)
+            for j in range(1, ln):
+                cp = (cp << 6) | (np.int64(buf[i + j]) & 0x3F)
+            if cp < 0 or cp >= cls.shape[0]:
+                word = False
+            else:
+                c = cls[cp]
+                if c == 0:
+                    return out[:0].copy(), offs[:1].copy(), cp >> 16
+                word = c == 1
+        if word:
+            if not inword:
+                h = np.uint64(0xCBF29CE484222325)
+                inword = True
+            if ln == 1:
+                h = (h ^ np.uint64(b)) * np.uint64(0x100000001B3)
+            else:
+                for j in range(ln):
+                    h = (h ^ np.uint64(buf[i + j])) * np.uint64(0x100000001B3)
+        elif inword:
+            out[k] = h
+            k += 1
+            inword = False
+        i += ln
+    if inword:
+        out[k] = h
+        k += 1
+    offs[nd + 1] = k
+    return out[:k].copy(), offs, np.int64(-1)
+
+
+def _prepare(text: str) -> str:
+    if "\0" in text:
+        text = text.replace("\0", " ")
+    if text.isascii():
+        return text
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def _tokenize(joined: str) -> tuple[np.ndarray, np.ndarray]:
+    buf = np.frombuffer(joined.encode("utf-8", "surrogatepass"), dtype=np.uint8)
+    while True:
+        out, offs, plane = tokenize_utf8(buf, _CLASS)
+        if plane < 0:
+            return out, offs
+        _build_plane(int(plane))
+
+
+def token_hashes(text: str) -> np.ndarray:
+    """One FNV-1a 64 hash per word of ``normalize(text)`` (uint64 array)."""
+    return _tokenize(_prepare(text))[0]
+
+
+def token_hashes_batch(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Token hashes of many texts: (flat uint64, offsets int64[len(texts) + 1])."""
+    if not texts:
+        return np.zeros(0, dtype=np.uint64), np.zeros(1, dtype=np.int64)
+    return _tokenize("\0".join([_prepare(t) for t in texts]))
+
+
+@nb.njit(cache=True, nogil=True)
 def mix64(x: np.uint64) -> np.uint64:
     """splitmix64 finalizer: a bijective 64-bit mixer."""
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -83,11 +216,6 @@ def sequence_hash(hashes: np.ndarray) -> np.uint64:
     for i in range(hashes.shape[0]):
         h = mix64(h ^ hashes[i]) + np.uint64(i)
     return mix64(h)
-
-
-def token_hashes(text: str) -> np.ndarray:
-    buf = np.frombuffer(normalize(text).encode("utf-8"), dtype=np.uint8)
-    return hash_words(buf)
 
 
 def content_hash(text: str) -> str:

@@ -64,20 +64,18 @@ def _summary(sink, console: Console, label: str, store: Path) -> int:
 
 
 def _group_progress(bootstrap: str, group: str) -> tuple[int, int]:
-    """(committed, end) offsets summed over the input topics for ``group``."""
-    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    """(messages consumed and committed, messages in all) over the input topics."""
+    from streams.admin import group_progress
+    parts = group_progress(bootstrap, group)
+    return sum(p.position - p.begin for p in parts), sum(p.end - p.begin for p in parts)
+
+
+def _worker_status(path: Path) -> dict:
+    import json
     try:
-        parts = [TopicPartition(t, p) for t in topics.INPUT_TOPICS
-                 for p in (consumer.partitions_for_topic(t) or ())]
-        end = consumer.end_offsets(parts)
-        committed = admin.list_consumer_group_offsets(group)
-        done = sum(committed[tp].offset for tp in parts if tp in committed and committed[tp].offset >= 0)
-        return done, sum(end.values())
-    finally:
-        consumer.close()
-        admin.close()
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _key(raw: bytes) -> bytes | None:
@@ -136,8 +134,11 @@ def _run_streaming(settings: Settings, records, store: Path, home: Path, console
     if own_broker:
         with console.status("recreating the PoA topics"):
             reset_topics(settings.bootstrap, settings.topic_partitions)
+    status_file = home / "worker-status.json"
+    status_file.unlink(missing_ok=True)
     env = dict(os.environ, POA_KAFKA_BOOTSTRAP=settings.bootstrap, POA_STORE_ENGINE="chdb",
-               POA_STORE_DIR=str(store), POA_WORKER_ID=group, POA_HOME=str(settings.home.resolve()))
+               POA_STORE_DIR=str(store), POA_WORKER_ID=group, POA_HOME=str(settings.home.resolve()),
+               POA_WORKER_STATUS_FILE=str(status_file))
     log_path = home / "worker.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "poa.cli", "worker", "--loglevel", "info"],
@@ -159,7 +160,7 @@ def _run_streaming(settings: Settings, records, store: Path, home: Path, console
                     raise RuntimeError(f"the worker exited with code {proc.returncode}; see {log_path}")
                 done, end = _group_progress(settings.bootstrap, group)
                 prog.update(t_proc, completed=done, total=end)
-                if done >= end:
+                if done >= end and _worker_status(status_file).get("buffered", 1) == 0:
                     break
                 time.sleep(1.0)
             else:

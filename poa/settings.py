@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     worker_id: str = "poa-worker"
     worker_batch_max: int = 1000
     worker_batch_within_s: float = 0.5
+    worker_idle_release_s: float = 1.0
+    worker_status_file: Path | None = None  # default: <home>/worker-status.json
 
     # --- ClickHouse
     store_engine: str = "chdb"  # chdb | http
@@ -82,6 +84,10 @@ class Settings(BaseSettings):
     @property
     def kafka_dir(self) -> Path:
         return self.kafka_data_dir or self.home / "kafka"
+
+    @property
+    def status_file(self) -> Path:
+        return self.worker_status_file or self.home / "worker-status.json"
 
     @property
     def store_path(self) -> Path:

@@ -4,7 +4,10 @@ Each agent takes batches (``stream.take(n, within=...)``), and under one lock
 (batches are processed and written strictly one after another, so ``seq`` order in
 the store is processing order):
 
-1. passes every raw message through :class:`processors.core.Core` (no Faust types);
+1. passes every raw message through :class:`processors.core.Core` (no Faust types),
+   which buffers valid events and processes them in event-time order once the
+   watermark over all input partitions has passed them (processors/order.py; a
+   timer releases everything after ``worker_idle_release_s`` without messages);
 2. writes the rows to the sink in a worker thread, retrying the *same* batch inside
    the loop body until it lands: ``take()`` acknowledges the batch in a ``finally``
    after the body, so a write error must never escape it;
@@ -20,6 +23,7 @@ in-flight message).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 
@@ -45,6 +49,12 @@ def kafka_client_options(s: Settings) -> dict:
     return opts
 
 
+def pending_sources(s: Settings) -> set[tuple[str, int]]:
+    """Input partitions holding messages this worker's group has not committed yet."""
+    from streams.admin import group_progress
+    return {(p.topic, p.partition) for p in group_progress(s.bootstrap, s.worker_id) if p.lag > 0}
+
+
 class Pipeline:
     """Core + sink + output topics, shared by the agents of one worker."""
 
@@ -55,6 +65,9 @@ class Pipeline:
         self.lock = asyncio.Lock()
         self.out: dict[str, faust.TopicT] = {}
         self.batches = 0
+        self.expected: set[tuple[str, int]] | None = None
+        self.last_message_s = time.monotonic()
+        self.app: faust.App | None = None
 
     def restore(self) -> int:
         self.sink.ensure_schema()
@@ -72,15 +85,63 @@ class Pipeline:
                 log.warning("sink write failed (attempt %d), retrying in %.1fs: %s", attempt, delay, exc)
                 await asyncio.sleep(delay)
 
-    async def handle(self, topic: str, values: list[bytes]) -> None:
+    def _caught_up(self, message) -> bool:
+        try:
+            hw = self.app.consumer.highwater(message.tp)
+        except Exception:  # no fetch position yet
+            return False
+        return hw is not None and message.offset + 1 >= hw
+
+    async def handle(self, topic: str, events: list) -> None:
         async with self.lock:
             res = Result()
-            for raw in values:
-                res.extend(self.core.process(topic, raw))
-            await self.write(res)
-            for out_topic, key, value in res.messages:
-                await self.out[out_topic].send(key=key.encode(), value=value)
-            self.batches += 1
+            for e in events:
+                msg = e.message
+                raw = e.value if isinstance(e.value, bytes) else bytes(e.value or b"")
+                try:
+                    res.extend(self.core.process(topic, raw, msg.partition, self._caught_up(msg)))
+                except Exception as exc:  # a bug must not lose the message: dead-letter it
+                    log.exception("internal error on %s[%d]@%d", topic, msg.partition, msg.offset)
+                    res.extend(self.core.internal_error(topic, raw, exc))
+            self.last_message_s = time.monotonic()
+            if self.expected is None:  # the partitions with data when consumption began
+                try:
+                    self.expected = await asyncio.to_thread(pending_sources, self.s)
+                except Exception as exc:  # admin API unavailable: fall back to what we see
+                    log.warning("cannot read the group's offsets (%s); ordering by what arrives", exc)
+                    self.expected = set()
+            wm = self.core.marks.value(self.expected)
+            if wm is not False:
+                res.extend(self.core.release(wm))
+            await self._commit(res)
+
+    async def release_idle(self) -> None:
+        """Release everything buffered once no message has arrived for a while."""
+        if not self.core.buffer or time.monotonic() - self.last_message_s < self.s.worker_idle_release_s:
+            return
+        async with self.lock:
+            await self._commit(self.core.release(None))
+
+    async def _commit(self, res: Result) -> None:
+        res.rows["inbox"] = self.core.inbox_rows()
+        await self.write(res)
+        for out_topic, key, value in res.messages:
+            await self.out[out_topic].send(key=key.encode(), value=value)
+        self.batches += 1
+        self.write_status()
+
+    def write_status(self) -> None:
+        """A small JSON status file (``POA_WORKER_STATUS_FILE``) for ops and the demo."""
+        st = self.core.stats
+        status = {"seq": self.core.seq, "buffered": len(self.core.buffer), "waiting": st.waiting,
+                  "processed": st.processed, "deadlettered": st.deadlettered,
+                  "redelivered": st.redelivered, "late": st.late, "batches": self.batches,
+                  "updated_unix_s": time.time()}
+        path = self.s.status_file
+        tmp = path.with_suffix(".tmp")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(status))
+        tmp.replace(path)
 
 
 def build_app(settings: Settings, sink: Sink | None = None) -> tuple[faust.App, Pipeline]:
@@ -88,7 +149,9 @@ def build_app(settings: Settings, sink: Sink | None = None) -> tuple[faust.App, 
     pipe = Pipeline(settings, sink)
     t0 = time.monotonic()
     n = pipe.restore()
-    log.info("core rebuilt from %d logged events in %.1fs", n, time.monotonic() - t0)
+    log.info("core rebuilt from %d logged events (+%d buffered) in %.1fs", n,
+             len(pipe.core.buffer), time.monotonic() - t0)
+    pipe.write_status()
     app = faust.App(
         settings.worker_id,
         broker=f"kafka://{settings.bootstrap}",
@@ -114,15 +177,21 @@ def build_app(settings: Settings, sink: Sink | None = None) -> tuple[faust.App, 
                           partitions=topics.partitions_for(name, settings.topic_partitions))
 
         async def agent(stream):
-            async for values in stream.take(settings.worker_batch_max,
-                                            within=settings.worker_batch_within_s):
-                await pipe.handle(name, [v if isinstance(v, bytes) else bytes(v or b"") for v in values])
+            async for events in stream.take_events(settings.worker_batch_max,
+                                                   within=settings.worker_batch_within_s):
+                await pipe.handle(name, events)
 
         agent.__name__ = agent.__qualname__ = "consume_" + name.replace(".", "_")
         app.agent(topic, name=agent.__name__, concurrency=1)(agent)
 
     for name in topics.INPUT_TOPICS:
         make_agent(name)
+
+    @app.timer(interval=0.5)
+    async def idle_release() -> None:
+        await pipe.release_idle()
+
+    pipe.app = app
     return app, pipe
 
 

@@ -12,6 +12,8 @@ run exactly the same code. Contract of :meth:`Core.process`:
   with a ``seq`` above the last logged one are orphans of a crash (see sinks/).
 - a message whose key (``event_id``, or a hash of an invalid payload) was seen
   before produces nothing: re-delivery changes nothing;
+- valid events are buffered and processed in event-time order (processors/order.py):
+  the caller releases them with :meth:`Core.release` up to a watermark;
 - an event that references what has not arrived yet (a vote on an unknown
   contribution, a usage of an unknown model, a model whose base is unknown) waits
   and is processed when that arrives; the same log always replays the same way.
@@ -21,7 +23,7 @@ run exactly the same code. Contract of :meth:`Core.process`:
 from __future__ import annotations
 
 import hashlib
-import json
+import heapq
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -31,6 +33,7 @@ from attribution.spans import NgramIndex
 from attribution.text import content_hash, token_hashes
 from poa.settings import Settings
 from processors.ledger import fee_credits
+from processors.order import Watermarks, order_key
 from streams import topics
 from streams.events import (Contribution, EventError, Model, Usage, Validation,
                             canonical_json, decode_event, event_to_dict)
@@ -81,6 +84,7 @@ class Stats:
     deadlettered: int = 0
     duplicates: int = 0
     waiting: int = 0
+    late: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
     fees_micro: int = 0
     credits_micro: dict[str, int] = field(default_factory=dict)
@@ -103,13 +107,26 @@ class Core:
         self.waiting: dict[str, list[tuple[str, object]]] = {}
         self.index = NgramIndex(settings.span_min_tokens)
         self.stats = Stats()
+        self.buffer: list[tuple[tuple, str, object]] = []  # heap of (order key, topic, event)
+        self.buffered: dict[str, tuple[str, object]] = {}
+        self._inbox_new: list[str] = []
+        self.released_key: tuple | None = None
+        self.max_seen_ts: datetime | None = None
+        self.marks = Watermarks()
 
     # ------------------------------------------------------------------ entry
-    def process(self, topic: str, raw: bytes) -> Result:
-        """Process one raw message from ``topic``; see the module docstring."""
+    def process(self, topic: str, raw: bytes, partition: int = 0, caught_up: bool = False) -> Result:
+        """Take one raw message from ``topic``: dead-letter it, or buffer it for release.
+
+        Valid events are processed by :meth:`release` in event-time order
+        (:func:`processors.order.order_key`); ``partition`` and ``caught_up`` (this was
+        the partition's last available message) feed :attr:`marks`, the watermarks.
+        """
         res = Result()
+        ts = None
         try:
             ev = decode_event(raw)
+            ts = ev.ts
             if topics.TOPIC_OF_TYPE[ev.type] != topic and topic in topics.INPUT_TOPICS:
                 raise EventError(f"event type {ev.type!r} does not belong on topic {topic}; "
                                  f"produce it to {topics.TOPIC_OF_TYPE[ev.type]}", ev.event_id)
@@ -121,19 +138,65 @@ class Core:
             self._log(res, key, "invalid", topic, self.last_ts, raw, "invalid")
             self._deadletter(res, err.event_id or key, topic, err.reason, raw)
             return res
+        finally:
+            self.marks.observe((topic, partition), ts, caught_up)
         if ev.event_id in self.seen:
             self.stats.redelivered += 1
             return res
+        self._buffer(topic, ev)
+        self._inbox_new.append(ev.event_id)
+        return res
+
+    def internal_error(self, topic: str, raw: bytes, exc: Exception) -> Result:
+        """Dead-letter a message whose processing raised (a bug), keeping its payload."""
+        res = Result()
+        key = "error:" + hashlib.blake2b(topic.encode() + b"\0" + raw, digest_size=12).hexdigest()
+        if key not in self.seen:
+            self._log(res, key, "invalid", topic, self.last_ts, raw, "error")
+            self._deadletter(res, key, topic, f"internal error: {type(exc).__name__}: {exc}", raw)
+        return res
+
+    def _buffer(self, topic: str, ev) -> None:
+        self.seen.add(ev.event_id)
+        key = order_key(ev)
+        if self.released_key is not None and key < self.released_key:
+            self.stats.late += 1
+        heapq.heappush(self.buffer, (key, topic, ev))
+        self.buffered[ev.event_id] = (topic, ev)
+        if self.max_seen_ts is None or ev.ts > self.max_seen_ts:
+            self.max_seen_ts = ev.ts
+
+    def release(self, watermark: datetime | None) -> Result:
+        """Process buffered events with event time before ``watermark`` (None: all), in order."""
+        res = Result()
+        while self.buffer and (watermark is None or self.buffer[0][0][0] < watermark):
+            key, topic, ev = heapq.heappop(self.buffer)
+            del self.buffered[ev.event_id]
+            self.released_key = key if self.released_key is None else max(key, self.released_key)
+            self._accept(res, topic, ev)
+        return res
+
+    def inbox_rows(self) -> list[dict]:
+        """Rows for the ``inbox`` table: events that arrived since the last call and are
+        still buffered (their offsets will be committed, so they must be stored)."""
+        rows = []
+        for eid in self._inbox_new:
+            if eid in self.buffered:
+                topic, ev = self.buffered[eid]
+                rows.append({"event_id": eid, "topic": topic, "ts": ev.ts,
+                             "payload": encode(ev).decode("utf-8")})
+        self._inbox_new = []
+        return rows
+
+    def _accept(self, res: Result, topic: str, ev) -> None:
         self.last_ts = max(self.last_ts, ev.ts)
-        payload = canonical_json(event_to_dict(ev))
         missing = self._missing(ev)
-        self._log(res, ev.event_id, ev.type, topic, ev.ts, payload, "waiting" if missing else "ok")
+        self._log(res, ev.event_id, ev.type, topic, ev.ts, encode(ev), "waiting" if missing else "ok")
         if missing:
             self.waiting.setdefault(missing, []).append((topic, ev))
             self.stats.waiting += 1
-            return res
+            return
         self._apply(res, topic, ev)
-        return res
 
     def replay_log(self, rows) -> int:
         """Rebuild state from ``events`` rows (seq, event_id, type, topic, ts, payload) in seq order."""
@@ -143,12 +206,25 @@ class Core:
                 self.seq = seq
                 self.seen.add(event_id)
                 self.stats.deadlettered += 1
+                self.stats.processed += 1
             else:
-                self.process(topic, payload if isinstance(payload, bytes) else payload.encode())
+                ev = decode_event(payload if isinstance(payload, bytes) else payload.encode())
+                self.seen.add(ev.event_id)
+                self.released_key = order_key(ev) if self.released_key is None else max(order_key(ev), self.released_key)
+                self._accept(Result(), topic, ev)
                 if self.seq != seq:
                     raise RuntimeError(f"event log diverged at seq {seq} ({event_id}): "
                                        f"replay produced seq {self.seq}")
             n += 1
+        return n
+
+    def load_inbox(self, rows) -> int:
+        """Buffer again the stored, not yet processed events: (event_id, topic, payload)."""
+        n = 0
+        for event_id, topic, payload in rows:
+            if event_id not in self.seen:
+                self._buffer(topic, decode_event(payload.encode() if isinstance(payload, str) else payload))
+                n += 1
         return n
 
     # ------------------------------------------------------------------ helpers

@@ -29,9 +29,12 @@ def topic_of(line: bytes) -> str:
 
 
 def restore(core: Core, sink: Sink) -> int:
-    """Remove orphans of an interrupted batch, then rebuild the core's state from the log."""
+    """Remove orphans of an interrupted batch, rebuild the core's state from the log,
+    and buffer again the events received but not yet processed (the inbox)."""
     sink.recover()
-    return core.replay_log(sink.load_log())
+    n = core.replay_log(sink.load_log())
+    core.load_inbox(sink.load_inbox())
+    return n
 
 
 def iter_lines(path: Path) -> Iterable[bytes]:
@@ -42,18 +45,33 @@ def iter_lines(path: Path) -> Iterable[bytes]:
                 yield line
 
 
+def step(core: Core, topic: str, raw: bytes) -> Result:
+    """Take one message and release what a single ordered source allows."""
+    res = core.process(topic, raw)
+    res.extend(core.release(core.max_seen_ts))
+    return res
+
+
 def replay(lines: Iterable[tuple[str, bytes]], core: Core, sink: Sink, batch_events: int = 2000,
            on_progress: Callable[[int], None] | None = None) -> None:
-    """Process (topic, raw) pairs through ``core`` and write them to ``sink`` in batches."""
+    """Process (topic, raw) pairs through ``core`` and write them to ``sink`` in batches.
+
+    One source: an event is released once a later event time has been seen (so a
+    file in event-time order is processed in :func:`processors.order.order_key`
+    order, like the worker), and everything is released at the end.
+    """
     batch, n = Result(), 0
     for topic, raw in lines:
-        batch.extend(core.process(topic, raw))
+        batch.extend(step(core, topic, raw))
         n += 1
         if n % batch_events == 0:
+            batch.rows["inbox"] = core.inbox_rows()
             sink.write(batch.rows)
             batch = Result()
             if on_progress:
                 on_progress(n)
+    batch.extend(core.release(None))
+    core.inbox_rows()
     sink.write(batch.rows)
     if on_progress:
         on_progress(n)

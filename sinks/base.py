@@ -87,6 +87,13 @@ class Sink(ABC):
                              "SETTINGS mutations_sync = 2")
         return last
 
+    def load_inbox(self) -> list[tuple]:
+        """Received but unprocessed events: (event_id, topic, payload) in event-time order."""
+        db = self.database
+        _, rows = self.query(f"SELECT event_id, topic, payload FROM {db}.inbox WHERE event_id NOT IN "
+                             f"(SELECT event_id FROM {db}.events) ORDER BY ts, event_id")
+        return rows
+
     def load_log(self, batch_rows: int = 10_000) -> Iterator[tuple]:
         """The event log in seq order: (seq, event_id, type, topic, ts, payload)."""
         last = 0

@@ -5,7 +5,9 @@ message that produced the row. ``events`` is written last in every batch, so row
 with a ``seq`` above ``max(events.seq)`` are orphans of an interrupted batch and are
 removed on start (:meth:`sinks.base.Sink.recover`). Tables whose rows are updated
 (``contributions``, ``models``) are ReplacingMergeTree on ``version``: read them with
-``FINAL``. The ledger is a plain MergeTree: sum it with ``GROUP BY``.
+``FINAL``. The ledger is a plain MergeTree: sum it with ``GROUP BY``. ``inbox`` holds
+events received but not yet processed (waiting for the event-time watermark);
+those whose ``event_id`` is in ``events`` are done.
 """
 from __future__ import annotations
 
@@ -80,6 +82,9 @@ TABLES: dict[str, Table] = {t.name: t for t in [
         ("event_id", "String"), ("topic", LC), ("reason", "String"), ("payload", "String"),
         ("ts", TS), ("seq", "UInt64")),
         "MergeTree", "(ts, seq)"),
+    Table("inbox", (
+        ("event_id", "String"), ("topic", LC), ("ts", TS), ("payload", "String")),
+        "MergeTree", "(ts, event_id)"),
     Table("events", (
         ("seq", "UInt64"), ("event_id", "String"), ("type", LC), ("topic", LC), ("ts", TS),
         ("status", LC), ("payload", "String")),
@@ -88,4 +93,4 @@ TABLES: dict[str, Table] = {t.name: t for t in [
 
 # Written last: the commit marker of a batch.
 WRITE_ORDER: list[str] = [n for n in TABLES if n != "events"] + ["events"]
-DERIVED_TABLES: list[str] = [n for n in TABLES if n != "events"]
+DERIVED_TABLES: list[str] = [n for n in TABLES if n not in ("events", "inbox")]

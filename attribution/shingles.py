@@ -1,0 +1,62 @@
+"""Word n-gram shingles over token hashes (uint64 in, uint64 out).
+
+Contract:
+- ``ngram_hashes(tokens, n)``: for every window of ``n`` consecutive token hashes
+  (``len - n + 1`` of them, none when ``len < n``) the chained splitmix hash
+  ``h = n; h = mix64(h ^ t_j) for each token`` -- seeded by ``n``, so windows of
+  different lengths live in different hash domains.
+- ``shingles(tokens, k=5)``: the word ``k``-gram shingles used for near-duplicate
+  detection. A document with ``1 <= len < k`` tokens has exactly one shingle, the hash
+  of its whole token sequence (so two short documents only match when identical, which
+  the exact ``content_hash`` check already catches); an empty document has none.
+  Shingles are a multiset in text order; MinHash ignores repeats.
+- ``shingles_batch(flat, offsets, k)``: the same for many documents stored as one flat
+  token array with ``offsets`` (int64, ``len = n_docs + 1``) -> (flat shingles, offsets).
+"""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from attribution.text import mix64
+
+SHINGLE_K = 5
+
+
+@nb.njit(cache=True, nogil=True)
+def ngram_hashes(tokens: np.ndarray, n: int) -> np.ndarray:
+    """Hash of every window of ``n`` consecutive token hashes (len - n + 1 values)."""
+    m = tokens.shape[0] - n + 1
+    if m <= 0 or n <= 0:
+        return np.empty(0, dtype=np.uint64)
+    out = np.empty(m, dtype=np.uint64)
+    for i in range(m):
+        h = np.uint64(n)
+        for j in range(n):
+            h = mix64(h ^ tokens[i + j])
+        out[i] = h
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def shingles(tokens: np.ndarray, k: int = SHINGLE_K) -> np.ndarray:
+    """Word ``k``-gram shingle hashes; one whole-sequence shingle when ``0 < len < k``."""
+    m = tokens.shape[0]
+    if m == 0:
+        return np.empty(0, dtype=np.uint64)
+    return ngram_hashes(tokens, k if m >= k else m)
+
+
+@nb.njit(cache=True, nogil=True)
+def shingles_batch(flat: np.ndarray, offsets: np.ndarray, k: int = SHINGLE_K):
+    """Shingles of many documents: (flat uint64, offsets int64[n_docs + 1])."""
+    nd = offsets.shape[0] - 1
+    out_offs = np.zeros(nd + 1, dtype=np.int64)
+    for d in range(nd):
+        m = offsets[d + 1] - offsets[d]
+        cnt = 0 if m == 0 else (m - k + 1 if m >= k else 1)
+        out_offs[d + 1] = out_offs[d] + cnt
+    out = np.empty(out_offs[nd], dtype=np.uint64)
+    for d in range(nd):
+        out[out_offs[d]:out_offs[d + 1]] = shingles(flat[offsets[d]:offsets[d + 1]], k)
+    return out, out_offs
