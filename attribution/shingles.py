@@ -2,9 +2,9 @@
 
 Contract:
 - ``ngram_hashes(tokens, n)``: for every window of ``n`` consecutive token hashes
-  (``len - n + 1`` of them, none when ``len < n``) the chained splitmix hash
-  ``h = n; h = mix64(h ^ t_j) for each token`` -- seeded by ``n``, so windows of
-  different lengths live in different hash domains.
+  (``len - n + 1`` of them, none when ``len < n``) ``mix64(P ^ n * GOLDEN)`` where ``P``
+  is the window's polynomial in an odd base mod 2**64 (rolling, O(1) per window);
+  seeded by ``n``, so windows of different lengths live in different hash domains.
 - ``shingles(tokens, k=5)``: the word ``k``-gram shingles used for near-duplicate
   detection. A document with ``1 <= len < k`` tokens has exactly one shingle, the hash
   of its whole token sequence (so two short documents only match when identical, which
@@ -21,20 +21,31 @@ import numpy as np
 from attribution.text import mix64
 
 SHINGLE_K = 5
+_B = np.uint64(0xD6E8FEB86659FD93)
 
 
 @nb.njit(cache=True, nogil=True)
 def ngram_hashes(tokens: np.ndarray, n: int) -> np.ndarray:
-    """Hash of every window of ``n`` consecutive token hashes (len - n + 1 values)."""
+    """Hash of every window of ``n`` consecutive token hashes (len - n + 1 values).
+
+    ``mix64(P ^ n * GOLDEN)`` with ``P = sum_j t_j * B**(n-1-j) mod 2**64`` the polynomial
+    of the window (B odd), computed rolling: O(1) per window whatever ``n``.
+    """
     m = tokens.shape[0] - n + 1
     if m <= 0 or n <= 0:
         return np.empty(0, dtype=np.uint64)
     out = np.empty(m, dtype=np.uint64)
-    for i in range(m):
-        h = np.uint64(n)
-        for j in range(n):
-            h = mix64(h ^ tokens[i + j])
-        out[i] = h
+    seed = np.uint64(n) * np.uint64(0x9E3779B97F4A7C15)
+    bn1 = np.uint64(1)
+    h = np.uint64(0)
+    for j in range(n):
+        h = h * _B + tokens[j]
+        if j > 0:
+            bn1 = bn1 * _B
+    out[0] = mix64(h ^ seed)
+    for i in range(1, m):
+        h = (h - tokens[i - 1] * bn1) * _B + tokens[i + n - 1]
+        out[i] = mix64(h ^ seed)
     return out
 
 

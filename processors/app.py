@@ -67,6 +67,7 @@ class Pipeline:
         self.batches = 0
         self.expected: set[tuple[str, int]] | None = None
         self.last_message_s = time.monotonic()
+        self.in_flight = 0
         self.app: faust.App | None = None
 
     def restore(self) -> int:
@@ -93,34 +94,48 @@ class Pipeline:
         return hw is not None and message.offset + 1 >= hw
 
     async def handle(self, topic: str, events: list) -> None:
-        async with self.lock:
-            res = Result()
-            for e in events:
-                msg = e.message
-                raw = e.value if isinstance(e.value, bytes) else bytes(e.value or b"")
-                try:
-                    res.extend(self.core.process(topic, raw, msg.partition, self._caught_up(msg)))
-                except Exception as exc:  # a bug must not lose the message: dead-letter it
-                    log.exception("internal error on %s[%d]@%d", topic, msg.partition, msg.offset)
-                    res.extend(self.core.internal_error(topic, raw, exc))
+        self.in_flight += 1
+        self.last_message_s = time.monotonic()
+        try:
+            async with self.lock:
+                await self._handle(topic, events)
+        finally:
+            self.in_flight -= 1
             self.last_message_s = time.monotonic()
-            if self.expected is None:  # the partitions with data when consumption began
-                try:
-                    self.expected = await asyncio.to_thread(pending_sources, self.s)
-                except Exception as exc:  # admin API unavailable: fall back to what we see
-                    log.warning("cannot read the group's offsets (%s); ordering by what arrives", exc)
-                    self.expected = set()
-            wm = self.core.marks.value(self.expected)
-            if wm is not False:
-                res.extend(self.core.release(wm))
-            await self._commit(res)
+
+    async def _handle(self, topic: str, events: list) -> None:
+        res = Result()
+        for e in events:
+            msg = e.message
+            raw = e.value if isinstance(e.value, bytes) else bytes(e.value or b"")
+            try:
+                res.extend(self.core.process(topic, raw, msg.partition, self._caught_up(msg)))
+            except Exception as exc:  # a bug must not lose the message: dead-letter it
+                log.exception("internal error on %s[%d]@%d", topic, msg.partition, msg.offset)
+                res.extend(self.core.internal_error(topic, raw, exc))
+        if self.expected is None:  # the partitions with data when consumption began
+            try:
+                self.expected = await asyncio.to_thread(pending_sources, self.s)
+            except Exception as exc:  # admin API unavailable: fall back to what we see
+                log.warning("cannot read the group's offsets (%s); ordering by what arrives", exc)
+                self.expected = set()
+        wm = self.core.marks.value(self.expected)
+        if wm is not False:
+            res.extend(self.core.release(wm))
+        await self._commit(res)
+
+    def _idle(self) -> bool:
+        return (bool(self.core.buffer) and self.in_flight == 0
+                and time.monotonic() - self.last_message_s >= self.s.worker_idle_release_s)
 
     async def release_idle(self) -> None:
-        """Release everything buffered once no message has arrived for a while."""
-        if not self.core.buffer or time.monotonic() - self.last_message_s < self.s.worker_idle_release_s:
+        """Release everything buffered once no batch is in flight and none has arrived for
+        ``worker_idle_release_s`` (a source that stalls, or one that never delivers)."""
+        if not self._idle():
             return
         async with self.lock:
-            await self._commit(self.core.release(None))
+            if self._idle():
+                await self._commit(self.core.release(None))
 
     async def _commit(self, res: Result) -> None:
         res.rows["inbox"] = self.core.inbox_rows()

@@ -9,6 +9,7 @@ of an interrupted run), so replaying a file twice changes nothing the second tim
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -45,10 +46,12 @@ def iter_lines(path: Path) -> Iterable[bytes]:
                 yield line
 
 
-def step(core: Core, topic: str, raw: bytes) -> Result:
-    """Take one message and release what a single ordered source allows."""
+def step(core: Core, topic: str, raw: bytes, lateness_s: float = 0.0) -> Result:
+    """Take one message and release what a single source allows: events older than the
+    latest event time seen minus ``lateness_s`` (how far out of order events may come)."""
     res = core.process(topic, raw)
-    res.extend(core.release(core.max_seen_ts))
+    if core.max_seen_ts is not None:
+        res.extend(core.release(core.max_seen_ts - timedelta(seconds=lateness_s)))
     return res
 
 
@@ -56,13 +59,15 @@ def replay(lines: Iterable[tuple[str, bytes]], core: Core, sink: Sink, batch_eve
            on_progress: Callable[[int], None] | None = None) -> None:
     """Process (topic, raw) pairs through ``core`` and write them to ``sink`` in batches.
 
-    One source: an event is released once a later event time has been seen (so a
-    file in event-time order is processed in :func:`processors.order.order_key`
-    order, like the worker), and everything is released at the end.
+    One source: an event is released once an event ``settings.replay_lateness_s``
+    later has been seen, so events up to that far out of order are still processed
+    in :func:`processors.order.order_key` order, like the worker merging partitions;
+    everything is released at the end.
     """
     batch, n = Result(), 0
+    lateness_s = core.s.replay_lateness_s
     for topic, raw in lines:
-        batch.extend(step(core, topic, raw))
+        batch.extend(step(core, topic, raw, lateness_s))
         n += 1
         if n % batch_events == 0:
             batch.rows["inbox"] = core.inbox_rows()

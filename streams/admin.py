@@ -1,6 +1,7 @@
 """Kafka admin helpers (kafka-python): group progress over the input topics."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from streams import topics
@@ -23,6 +24,19 @@ class PartitionProgress:
         return max(0, self.end - self.position)
 
 
+def _committed(admin, group: str, parts, timeout_s: float = 60.0) -> dict:
+    """The group's committed offsets, waiting out a coordinator that is still starting."""
+    from kafka.errors import KafkaError
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return admin.list_group_offsets({group: parts}).get(group, {})
+        except KafkaError as exc:
+            if not getattr(exc, "retriable", False) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def group_progress(bootstrap: str, group: str, topic_names=topics.INPUT_TOPICS) -> list[PartitionProgress]:
     """Begin/end/committed offsets of every partition of ``topic_names`` for ``group``."""
     from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
@@ -32,7 +46,7 @@ def group_progress(bootstrap: str, group: str, topic_names=topics.INPUT_TOPICS) 
         parts = [TopicPartition(t, p) for t in topic_names
                  for p in sorted(consumer.partitions_for_topic(t) or ())]
         begin, end = consumer.beginning_offsets(parts), consumer.end_offsets(parts)
-        committed = admin.list_group_offsets({group: parts}).get(group, {})
+        committed = _committed(admin, group, parts)
         out = []
         for tp in parts:
             c = committed.get(tp)

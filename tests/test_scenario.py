@@ -91,9 +91,13 @@ def problem(raw: str) -> str | None:
     return None
 
 
-def shingles(text: str) -> set:
+_IDS: dict[tuple, int] = {}
+
+
+def shingles(text: str) -> set[int]:
+    """Word 5-gram shingles (interned as ints so that brute-force set algebra is quick)."""
     w = WORD.findall(text.casefold())
-    return {tuple(w[i:i + 5]) for i in range(max(1, len(w) - 4))}
+    return {_IDS.setdefault(tuple(w[i:i + 5]), len(_IDS)) for i in range(max(1, len(w) - 4))}
 
 
 def jac(a: set, b: set) -> float:
@@ -120,16 +124,16 @@ def _digest(records) -> str:
 
 
 def test_determinism(scen):
-    again = generate(seed=7)
-    assert again.records == scen.records
-    assert json.dumps(again.truth, sort_keys=True) == json.dumps(scen.truth, sort_keys=True)
-    other = generate(seed=8)
-    assert other.records != scen.records
-    code = "from poa.scenario import generate; import hashlib; r = generate(seed=7).records; " \
-           "print(hashlib.sha256('\\n'.join(t + '\\t' + x for t, x in r).encode()).hexdigest())"
-    env = dict(os.environ, PYTHONHASHSEED="12345")
+    """Same seed: identical records and truth, also in another process with another str hash seed."""
+    code = ("import hashlib, json; from poa.scenario import generate; s = generate(seed=7)\n"
+            "print(hashlib.sha256('\\n'.join(t + '\\t' + x for t, x in s.records).encode()).hexdigest())\n"
+            "print(hashlib.sha256(json.dumps(s.truth, sort_keys=True).encode()).hexdigest())")
+    env = dict(os.environ, PYTHONHASHSEED="12345")  # this process normally runs with a random one
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == _digest(scen.records)
+    truth_digest = hashlib.sha256(json.dumps(scen.truth, sort_keys=True).encode()).hexdigest()
+    assert out.stdout.split() == [_digest(scen.records), truth_digest]
+    other = generate(seed=8)
+    assert other.records != scen.records and other.truth["accounts"] != scen.truth["accounts"]
 
 
 def test_sizes_and_mix(scen):
@@ -253,9 +257,9 @@ def test_duplicates_and_distinct_texts(scen, parsed):
     classes = [t["class"] for t in truth.values()]
     assert all(classes.count(k) >= 10 for k in ("exact_dup", "near_dup", "low_quality", "farm"))
     assert classes.count("honest") >= 250
-    for c in order:  # brute force: the earliest earlier contribution with Jaccard >= 0.8 or the same text
+    for n, c in enumerate(order):  # brute force: the earliest earlier contribution, Jaccard >= 0.8 or same text
         t = truth[c]
-        earlier = order[:order.index(c)]
+        earlier = order[:n]
         dup = next((d for d in earlier if text[d] == text[c] or jac(sh[c], sh[d]) >= 0.8), None)
         assert dup == t["duplicate_of"], c
         if t["class"] == "exact_dup":
