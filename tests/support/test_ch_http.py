@@ -35,13 +35,14 @@ def connect(server: ChdbHttpServer, compress=True, **kwargs):
 
 
 @pytest.fixture
-def server(tmp_path):
-    with ChdbHttpServer(str(tmp_path / "store")) as srv:
-        yield srv
+def server(ch_http):
+    """The session's server (chdb runs one engine per process: see tests/conftest.py)."""
+    return ch_http
 
 
 def create_schema(client) -> None:
-    client.command("CREATE DATABASE IF NOT EXISTS attr")
+    client.command("DROP DATABASE IF EXISTS attr")
+    client.command("CREATE DATABASE attr")
     client.command(DDL)
 
 
@@ -114,17 +115,33 @@ def test_errors_surface_as_database_error(server):
         client.close()
 
 
+PERSIST_SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from support.ch_http import ChdbHttpServer
+from support.test_ch_http import COLUMNS, connect, create_schema, make_rows
+store, rows = sys.argv[1], make_rows(1_000)
+with ChdbHttpServer(store) as first:
+    client = connect(first)
+    create_schema(client)
+    client.insert("attr.events", rows, column_names=COLUMNS)
+    client.close()
+with ChdbHttpServer(store) as second:
+    client = connect(second, compress=False)
+    assert client.query("SELECT * FROM attr.events ORDER BY id").result_rows == rows
+    client.close()
+print("persisted")
+"""
+
+
 def test_data_persists_across_restart(tmp_path):
     # chdb binds one data path per process, but releases it once every connection is closed,
-    # so a second server on the same path in the same process sees the first one's data.
-    store = str(tmp_path / "store")
-    rows = make_rows(1_000)
-    with ChdbHttpServer(store) as first:
-        client = connect(first)
-        create_schema(client)
-        client.insert("attr.events", rows, column_names=COLUMNS)
-        client.close()
-    with ChdbHttpServer(store) as second:
-        client = connect(second, compress=False)
-        assert client.query("SELECT * FROM attr.events ORDER BY id").result_rows == rows
-        client.close()
+    # so a second server on the same path sees the first one's data. Run in a fresh process:
+    # this test process already holds the session's engine.
+    import subprocess
+    import sys
+    from pathlib import Path
+    out = subprocess.run([sys.executable, "-c", PERSIST_SCRIPT, str(tmp_path / "store"),
+                          str(Path(__file__).parents[1])], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "persisted"

@@ -1,0 +1,271 @@
+"""numba kernels of the span index (see attribution/spans.py for the design).
+
+Shared conventions:
+- The corpus is one uint32 array of token ids: ``corpus[0] = SEP``, then every document's
+  ids followed by one ``SEP``. Query ids use ``UNK`` for tokens never indexed. Neither
+  sentinel equals a real id, and ``SEP != UNK``, so comparisons stop at document ends and
+  at unknown tokens without bounds checks.
+- A window is ``n`` consecutive ids without a sentinel. Its hash is
+  ``H = mix64(sum_j (id_j + 1) * B**(n-1-j) mod 2**64)``, computed rolling; its bucket in
+  a table of 2**bits buckets is ``H >> (64 - bits)`` and its fingerprint ``H & 0xff``.
+"""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from attribution.text import mix64
+
+SEP = np.uint32(0xFFFFFFFF)
+UNK = np.uint32(0xFFFFFFFE)
+_B = np.uint64(0x9E3779B97F4A7C15)
+
+
+# ---------------------------------------------------------------- vocabulary
+@nb.njit(cache=True, nogil=True)
+def vocab_ids(vkeys, vvals, tokens):
+    """Ids of token hashes (UNK when absent). ``vvals`` holds id + 1, 0 = empty slot."""
+    mask = np.uint64(vkeys.shape[0] - 1)
+    out = np.empty(tokens.shape[0], dtype=np.uint32)
+    for i in range(tokens.shape[0]):
+        k = tokens[i]
+        s = mix64(k) & mask
+        while vvals[s] != 0 and vkeys[s] != k:
+            s = (s + np.uint64(1)) & mask
+        out[i] = vvals[s] - np.uint32(1) if vvals[s] != 0 else UNK
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def vocab_add(vkeys, vvals, tokens, next_id):
+    """Ids of token hashes, new ones numbered from ``next_id``; -> (ids, next_id).
+
+    The caller keeps the table at most half full (room for every token being new).
+    """
+    mask = np.uint64(vkeys.shape[0] - 1)
+    out = np.empty(tokens.shape[0], dtype=np.uint32)
+    for i in range(tokens.shape[0]):
+        k = tokens[i]
+        s = mix64(k) & mask
+        while vvals[s] != 0 and vkeys[s] != k:
+            s = (s + np.uint64(1)) & mask
+        if vvals[s] == 0:
+            vkeys[s] = k
+            next_id += 1
+            vvals[s] = np.uint32(next_id)
+        out[i] = vvals[s] - np.uint32(1)
+    return out, next_id
+
+
+@nb.njit(cache=True, nogil=True)
+def vocab_rehash(vkeys, vvals, cap):
+    nk = np.zeros(cap, dtype=np.uint64)
+    nv = np.zeros(cap, dtype=np.uint32)
+    mask = np.uint64(cap - 1)
+    for i in range(vkeys.shape[0]):
+        if vvals[i] != 0:
+            s = mix64(vkeys[i]) & mask
+            while nv[s] != 0:
+                s = (s + np.uint64(1)) & mask
+            nk[s] = vkeys[i]
+            nv[s] = vvals[i]
+    return nk, nv
+
+
+# ---------------------------------------------------------------- window hashes
+@nb.njit(cache=True, nogil=True)
+def window_hashes(ids, lo, hi, n):
+    """(H uint64, valid bool) of every window starting in [lo, hi - n] of ``ids``."""
+    m = hi - lo - n + 1
+    if m <= 0:
+        return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.bool_)
+    hs = np.empty(m, dtype=np.uint64)
+    ok = np.empty(m, dtype=np.bool_)
+    bn1 = np.uint64(1)
+    for _ in range(n - 1):
+        bn1 *= _B
+    h = np.uint64(0)
+    bad = lo - 1  # last sentinel position seen
+    for j in range(lo, lo + n):
+        h = h * _B + np.uint64(ids[j]) + np.uint64(1)
+        if ids[j] >= UNK:
+            bad = j
+    for p in range(lo, hi - n + 1):
+        if p > lo:
+            x = ids[p + n - 1]
+            h = (h - (np.uint64(ids[p - 1]) + np.uint64(1)) * bn1) * _B + np.uint64(x) + np.uint64(1)
+            if x >= UNK:
+                bad = p + n - 1
+        hs[p - lo] = mix64(h)
+        ok[p - lo] = bad < p
+    return hs, ok
+
+
+# ---------------------------------------------------------------- index build
+@nb.njit(cache=True, nogil=True)
+def build_main(corpus, end, n, bits):
+    """Bucketed CSR of every valid window starting before ``end``, by counting sort.
+
+    -> (bstart uint32[2**bits + 1], bpos uint32[count], bfp uint8[count]); positions of
+    a bucket are ascending.
+    """
+    nb_ = 1 << bits
+    shift = np.uint64(64 - bits)
+    hs, ok = window_hashes(corpus, 0, end, n)
+    counts = np.zeros(nb_ + 1, dtype=np.int64)
+    for p in range(hs.shape[0]):
+        if ok[p]:
+            counts[np.int64(hs[p] >> shift) + 1] += 1
+    for b in range(nb_):
+        counts[b + 1] += counts[b]
+    total = counts[nb_]
+    bpos = np.empty(total, dtype=np.uint32)
+    bfp = np.empty(total, dtype=np.uint8)
+    cur = counts[:nb_].copy()
+    for p in range(hs.shape[0]):
+        if ok[p]:
+            b = np.int64(hs[p] >> shift)
+            bpos[cur[b]] = p
+            bfp[cur[b]] = np.uint8(hs[p] & np.uint64(0xFF))
+            cur[b] += 1
+    return counts.astype(np.uint32), bpos, bfp
+
+
+@nb.njit(cache=True, nogil=True)
+def mem_insert(corpus, lo, hi, n, main_end, mbits, mhead, mnext, mfp):
+    """Chain every valid window of corpus[lo:hi] into the memtable (newest first)."""
+    hs, ok = window_hashes(corpus, lo, hi, n)
+    shift = np.uint64(64 - mbits)
+    for k in range(hs.shape[0]):
+        if ok[k]:
+            p = lo + k
+            b = np.int64(hs[k] >> shift)
+            i = p - main_end
+            mnext[i] = mhead[b]
+            mhead[b] = p
+            mfp[i] = np.uint8(hs[k] & np.uint64(0xFF))
+
+
+# ---------------------------------------------------------------- queries
+@nb.njit(cache=True, nogil=True, inline="always")
+def _hit(q, s, n, g, corpus, doc_start, ndocs, doc_ids, allowed):
+    """(length, doc id) of the maximal match of q[s:] at corpus position g, or (0, -1)
+    when the window differs, the match extends to the left, or the doc is not allowed."""
+    for j in range(n):
+        if corpus[g + j] != q[s + j]:
+            return 0, -1
+    if s > 0 and corpus[g - 1] == q[s - 1]:
+        return 0, -1
+    row = np.searchsorted(doc_start[:ndocs], g, side="right") - 1
+    d = doc_ids[row]
+    if d >= allowed.shape[0] or not allowed[d]:
+        return 0, -1
+    m = q.shape[0]
+    L = n
+    while s + L < m and corpus[g + L] == q[s + L]:
+        L += 1
+    return L, d
+
+
+@nb.njit(cache=True, nogil=True)
+def _push(rs, rl, rd, k, s, L, d):
+    if k == rs.shape[0]:
+        cap = 2 * k
+        rs2 = np.empty(cap, dtype=np.int64)
+        rl2 = np.empty(cap, dtype=np.int64)
+        rd2 = np.empty(cap, dtype=np.int64)
+        rs2[:k], rl2[:k], rd2[:k] = rs, rl, rd
+        rs, rl, rd = rs2, rl2, rd2
+    rs[k], rl[k], rd[k] = s, L, d
+    return rs, rl, rd, k + 1
+
+
+@nb.njit(cache=True, nogil=True)
+def find_spans(q, n, corpus, bstart, bpos, bfp, bbits, mhead, mnext, mfp, mbits,
+               main_end, doc_start, ndocs, doc_ids, allowed):
+    """Every maximal match (out_start, length, doc_id) of length >= n of ``q`` in an
+    allowed document; sorted by (out_start, doc_id, length), unique."""
+    hs, ok = window_hashes(q, 0, q.shape[0], n)
+    rs = np.empty(16, dtype=np.int64)
+    rl = np.empty(16, dtype=np.int64)
+    rd = np.empty(16, dtype=np.int64)
+    k = 0
+    bshift = np.uint64(64 - bbits)
+    mshift = np.uint64(64 - mbits)
+    for s in range(hs.shape[0]):
+        if not ok[s]:
+            continue
+        h = hs[s]
+        fp = np.uint8(h & np.uint64(0xFF))
+        b = np.int64(h >> bshift)
+        for e in range(np.int64(bstart[b]), np.int64(bstart[b + 1])):
+            if bfp[e] == fp:
+                L, d = _hit(q, s, n, np.int64(bpos[e]), corpus, doc_start, ndocs, doc_ids,
+                            allowed)
+                if L > 0:
+                    rs, rl, rd, k = _push(rs, rl, rd, k, s, L, d)
+        g = np.int64(mhead[np.int64(h >> mshift)])
+        while g != 0:
+            i = g - main_end
+            if mfp[i] == fp:
+                L, d = _hit(q, s, n, g, corpus, doc_start, ndocs, doc_ids, allowed)
+                if L > 0:
+                    rs, rl, rd, k = _push(rs, rl, rd, k, s, L, d)
+            g = np.int64(mnext[i])
+    return sort_unique(rs[:k], rl[:k], rd[:k])
+
+
+@nb.njit(cache=True, nogil=True)
+def sort_unique(s, L, d):
+    """Triples sorted by (s, d, L) without repeats."""
+    o = np.argsort(L, kind="mergesort")
+    o = o[np.argsort(d[o], kind="mergesort")]
+    o = o[np.argsort(s[o], kind="mergesort")]
+    keep = np.ones(o.shape[0], dtype=np.bool_)
+    for i in range(1, o.shape[0]):
+        a, b = o[i - 1], o[i]
+        keep[i] = not (s[a] == s[b] and d[a] == d[b] and L[a] == L[b])
+    o = o[keep]
+    return s[o], L[o], d[o]
+
+
+@nb.njit(cache=True, nogil=True)
+def span_credit(m, s, L, dense, ndocs, n_total):
+    """Credit per dense doc and matched token count (formula in spans.py).
+
+    ``s, L, dense``: matches sorted by output start; ``dense`` in 0..ndocs-1.
+    """
+    o = np.argsort(dense, kind="mergesort")  # by doc, then start
+    cnt = np.zeros(m + 1, dtype=np.int64)
+    ia = np.empty(o.shape[0], dtype=np.int64)
+    ib = np.empty(o.shape[0], dtype=np.int64)
+    idoc = np.empty(o.shape[0], dtype=np.int64)
+    k = 0
+    cur_d, a, b = -1, 0, 0
+    for t in range(o.shape[0] + 1):
+        if t < o.shape[0]:
+            j = o[t]
+            if dense[j] == cur_d and s[j] <= b:
+                b = max(b, s[j] + L[j])
+                continue
+        if cur_d >= 0:
+            ia[k], ib[k], idoc[k] = a, b, cur_d
+            cnt[a] += 1
+            cnt[b] -= 1
+            k += 1
+        if t < o.shape[0]:
+            cur_d, a, b = dense[j], s[j], s[j] + L[j]
+    pre = np.zeros(m + 1, dtype=np.float64)
+    c = 0
+    matched = 0
+    for t in range(m):
+        c += cnt[t]
+        w = 0.0
+        if c > 0:
+            matched += 1
+            w = np.log1p(n_total / c) / c
+        pre[t + 1] = pre[t] + w
+    credit = np.zeros(ndocs, dtype=np.float64)
+    for i in range(k):
+        credit[idoc[i]] += pre[ib[i]] - pre[ia[i]]
+    return credit, matched
