@@ -181,38 +181,71 @@ def _push(rs, rl, rd, k, s, L, d):
 
 
 @nb.njit(cache=True, nogil=True)
+def _push2(a, b, k, x, y):
+    if k == a.shape[0]:
+        a2 = np.empty(2 * k, dtype=np.int64)
+        b2 = np.empty(2 * k, dtype=np.int64)
+        a2[:k], b2[:k] = a, b
+        a, b = a2, b2
+    a[k], b[k] = x, y
+    return a, b, k + 1
+
+
+@nb.njit(cache=True, nogil=True)
 def find_spans(q, n, corpus, bstart, bpos, bfp, bbits, mhead, mnext, mfp, mbits,
                main_end, doc_start, ndocs, doc_ids, allowed):
     """Every maximal match (out_start, length, doc_id) of length >= n of ``q`` in an
-    allowed document; sorted by (out_start, doc_id, length), unique."""
+    allowed document; sorted by (out_start, doc_id, length), unique.
+
+    Written as passes over all output positions (bucket bounds, fingerprints, positions,
+    chains, verification), each pass of independent loads, so that the cache misses
+    of different positions overlap.
+    """
     hs, ok = window_hashes(q, 0, q.shape[0], n)
-    rs = np.empty(16, dtype=np.int64)
-    rl = np.empty(16, dtype=np.int64)
-    rd = np.empty(16, dtype=np.int64)
-    k = 0
+    M = hs.shape[0]
     bshift = np.uint64(64 - bbits)
     mshift = np.uint64(64 - mbits)
-    for s in range(hs.shape[0]):
-        if not ok[s]:
-            continue
-        h = hs[s]
-        fp = np.uint8(h & np.uint64(0xFF))
-        b = np.int64(h >> bshift)
-        for e in range(np.int64(bstart[b]), np.int64(bstart[b + 1])):
+    e0 = np.zeros(M, dtype=np.int64)
+    e1 = np.zeros(M, dtype=np.int64)
+    gm = np.zeros(M, dtype=np.int64)
+    for s in range(M):
+        if ok[s]:
+            b = np.int64(hs[s] >> bshift)
+            e0[s] = bstart[b]
+            e1[s] = bstart[b + 1]
+            gm[s] = mhead[np.int64(hs[s] >> mshift)]
+    cs = np.empty(M + 16, dtype=np.int64)  # candidates: output position, corpus position
+    cg = np.empty(M + 16, dtype=np.int64)
+    k = 0
+    for s in range(M):
+        fp = np.uint8(hs[s] & np.uint64(0xFF))
+        for e in range(e0[s], e1[s]):
             if bfp[e] == fp:
-                L, d = _hit(q, s, n, np.int64(bpos[e]), corpus, doc_start, ndocs, doc_ids,
-                            allowed)
-                if L > 0:
-                    rs, rl, rd, k = _push(rs, rl, rd, k, s, L, d)
-        g = np.int64(mhead[np.int64(h >> mshift)])
-        while g != 0:
-            i = g - main_end
-            if mfp[i] == fp:
-                L, d = _hit(q, s, n, g, corpus, doc_start, ndocs, doc_ids, allowed)
-                if L > 0:
-                    rs, rl, rd, k = _push(rs, rl, rd, k, s, L, d)
-            g = np.int64(mnext[i])
-    return sort_unique(rs[:k], rl[:k], rd[:k])
+                cs, cg, k = _push2(cs, cg, k, s, e)
+    for c in range(k):
+        cg[c] = bpos[cg[c]]
+    active = np.flatnonzero(gm)
+    while active.shape[0] > 0:
+        w = 0
+        for a in active:
+            i = gm[a] - main_end
+            if mfp[i] == np.uint8(hs[a] & np.uint64(0xFF)):
+                cs, cg, k = _push2(cs, cg, k, a, gm[a])
+            gm[a] = mnext[i]
+            if gm[a] != 0:
+                active[w] = a
+                w += 1
+        active = active[:w]
+    rs = np.empty(k, dtype=np.int64)
+    rl = np.empty(k, dtype=np.int64)
+    rd = np.empty(k, dtype=np.int64)
+    r = 0
+    for c in range(k):
+        L, d = _hit(q, cs[c], n, cg[c], corpus, doc_start, ndocs, doc_ids, allowed)
+        if L > 0:
+            rs[r], rl[r], rd[r] = cs[c], L, d
+            r += 1
+    return sort_unique(rs[:r], rl[:r], rd[:r])
 
 
 @nb.njit(cache=True, nogil=True)
@@ -269,3 +302,14 @@ def span_credit(m, s, L, dense, ndocs, n_total):
     for i in range(k):
         credit[idoc[i]] += pre[ib[i]] - pre[ia[i]]
     return credit, matched
+
+
+@nb.njit(cache=True, nogil=True)
+def attribute_matches(m, s, L, d, n_total):
+    """(doc ids sorted, weights summing to 1, matched tokens) of matches (s, L, d)."""
+    if s.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64), 0
+    docs = np.unique(d)
+    dense = np.searchsorted(docs, d)
+    credit, matched = span_credit(m, s, L, dense, docs.shape[0], n_total)
+    return docs, credit / credit.sum(), matched

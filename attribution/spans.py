@@ -1,94 +1,191 @@
-"""Exact span matching of a usage output against contributed text (foundation version).
+"""Span index: maximal exact matches between a usage output and contributed text.
 
-An n-gram (n = ``min_tokens`` consecutive token hashes) of the output that also occurs
-in a contribution is a match; a matched position covers its n tokens. Each covered
-output token carries one unit of credit shared equally by the documents covering it,
-so a span found in many contributions weighs less per contribution, and longer
-spans weigh more. ``weights`` sum to 1 over the documents, or are empty when nothing
-matched.
+Design (hashed n-grams with extension, not a suffix array). A suffix array (infini-gram,
+OLMoTrace) answers arbitrary-length queries but is a static structure: keeping it
+current while contributions arrive one at a time between queries means merging sorted
+suffix runs, with suffix comparisons of unbounded length. Attribution only needs spans
+of at least ``min_tokens`` (n) tokens, and every such span starts with an n-gram, so we
+index each n-gram position and extend hits by direct comparison in the stored corpus:
+- the corpus: token ids (uint32, via a token-hash -> id vocabulary, an open-addressing
+  table), documents separated by a sentinel, so extension stops at document ends;
+- a *main* index: every n-gram position bucketed by the top bits of the n-gram hash in
+  a CSR layout (bucket starts uint32, positions uint32, 8-bit fingerprints), built by
+  counting sort, about 3 positions per bucket;
+- a *memtable* for recent documents: chained buckets (head per bucket, next per
+  position, fingerprint per position). Inserts cost O(tokens). When the memtable is
+  full (a quarter of the main index, at least 65,536 positions) it is merged by
+  rebuilding the main index: geometric growth, so each token is rebuilt O(1) times
+  amortised (about 5 times), with a pause proportional to the index size at each merge.
+No n-gram keys are stored: a hit is verified against the corpus itself, so the index is
+exact (no false matches, whatever the hash collisions) and small: about 4 (corpus) +
+4 (positions) + 1 (fingerprints) + 1.3..2.7 (bucket starts) bytes per token, plus the
+memtable's and the vocabulary's share (see ``nbytes``). Positions are uint32: at most
+about 4.29e9 indexed tokens.
+
+Queries. For every output position s whose n-gram occurs at corpus position g (same
+ids), the occurrence starts a maximal match when it cannot be extended to the left
+(s = 0, or the previous tokens differ; the separator differs from everything) and its
+document is allowed; it is then extended to the right. This yields every maximal match
+(out_start, length, doc_id) of length >= n -- a span of the output occurring in an
+allowed document that cannot be extended left or right in that occurrence -- each
+once. Cost: one bucket probe per output position plus the occurrences of its n-gram.
+
+Attribution weights. Let k_t be the number of allowed documents whose maximal matches
+cover output token t and N the number of indexed documents. Token t carries weight
+ln(1 + N / k_t), shared equally by those k_t documents; a document's credit is the sum
+over the tokens it covers. So longer spans weigh more (more tokens), and a span found in
+many contributions weighs less in total (idf-like) and less again per contribution.
+Weights are credit / total credit (sum to 1); ``matched_tokens`` counts covered tokens.
 """
 from __future__ import annotations
 
-from collections import defaultdict
-
-import numba as nb
 import numpy as np
 
-from attribution.text import mix64
+from attribution import span_kernels as K
+
+MEM_MIN = 1 << 16
+MEM_RATIO = 0.25
 
 
-@nb.njit(cache=True, nogil=True)
-def ngram_hashes(tokens: np.ndarray, n: int) -> np.ndarray:
-    """Hash of every window of ``n`` consecutive token hashes (len - n + 1 values)."""
-    m = tokens.shape[0] - n + 1
-    if m <= 0:
-        return np.empty(0, dtype=np.uint64)
-    out = np.empty(m, dtype=np.uint64)
-    for i in range(m):
-        h = np.uint64(n)
-        for j in range(n):
-            h = mix64(h ^ tokens[i + j])
-        out[i] = h
-    return out
+def allowed_mask_from(ids, size: int | None = None) -> np.ndarray:
+    """Bool mask indexed by doc id, True at ``ids`` (``size`` defaults to max id + 1)."""
+    ids = np.fromiter(ids, dtype=np.int64) if not isinstance(ids, np.ndarray) else ids
+    n = int(ids.max()) + 1 if ids.size else 0
+    mask = np.zeros(max(n, size or 0), dtype=np.bool_)
+    mask[ids.astype(np.int64)] = True
+    return mask
 
 
-@nb.njit(cache=True, nogil=True)
-def coverage_credit(n_tokens: int, n: int, pos: np.ndarray, doc: np.ndarray,
-                    n_docs: int) -> np.ndarray:
-    """Credit per document: each output token covered by k documents gives 1/k to each.
-
-    ``pos[i]`` is the output position of a matched n-gram, ``doc[i]`` the dense
-    document index (0..n_docs-1) it matched in.
-    """
-    cover = np.zeros((n_docs, n_tokens), dtype=np.bool_)
-    for i in range(pos.shape[0]):
-        for t in range(pos[i], pos[i] + n):
-            cover[doc[i], t] = True
-    credit = np.zeros(n_docs, dtype=np.float64)
-    for t in range(n_tokens):
-        k = 0
-        for d in range(n_docs):
-            if cover[d, t]:
-                k += 1
-        if k > 0:
-            for d in range(n_docs):
-                if cover[d, t]:
-                    credit[d] += 1.0 / k
-    return credit
+def _pow2_bits(n: int) -> int:
+    """Smallest b >= 1 with 2**b >= n."""
+    return max(1, (max(n, 1) - 1).bit_length())
 
 
-class NgramIndex:
-    """Incremental exact n-gram index: n-gram hash -> document ids that contain it."""
+class SpanIndex:
+    """Incremental exact span index over token-hash sequences (see module docstring)."""
 
-    def __init__(self, min_tokens: int = 8):
+    def __init__(self, min_tokens: int = 8, mem_min: int = MEM_MIN, mem_ratio: float = MEM_RATIO):
         if min_tokens < 1:
             raise ValueError("min_tokens must be >= 1")
         self.n = min_tokens
-        self._postings: dict[int, list[int]] = defaultdict(list)
+        self.mem_min, self.mem_ratio = mem_min, mem_ratio
+        self.n_docs = 0
         self.n_tokens = 0
+        self._len = 1  # corpus length; corpus[0] = SEP
+        self._vkeys = np.zeros(1024, dtype=np.uint64)
+        self._vvals = np.zeros(1024, dtype=np.uint32)
+        self._nvocab = 0
+        self._doc_start = np.zeros(64, dtype=np.int64)
+        self._doc_ids = np.zeros(64, dtype=np.int64)
+        self._corpus = np.full(1, K.SEP, dtype=np.uint32)
+        self._main_end = 0
+        self._bbits = 1
+        self._bstart = np.zeros(3, dtype=np.uint32)
+        self._bpos = np.zeros(0, dtype=np.uint32)
+        self._bfp = np.zeros(0, dtype=np.uint8)
+        self._rebuild(0)
+
+    # ------------------------------------------------------------------ build
+    def _rebuild(self, extra: int) -> None:
+        """Merge the memtable into the main index; make room for ``extra`` positions."""
+        end = self._len
+        count = max(end - self.n_docs - 1, 1)
+        self._bbits = _pow2_bits(-(-count // 3))
+        self._bstart, self._bpos, self._bfp = K.build_main(self._corpus, end, self.n, self._bbits)
+        self._main_end = end
+        mcap = max(self.mem_min, int(end * self.mem_ratio), extra)
+        corpus = np.empty(end + mcap, dtype=np.uint32)
+        corpus[:end] = self._corpus[:end]
+        self._corpus = corpus
+        self._mbits = _pow2_bits(mcap // 2)
+        self._mhead = np.zeros(1 << self._mbits, dtype=np.uint32)
+        self._mnext = np.zeros(mcap, dtype=np.uint32)
+        self._mfp = np.zeros(mcap, dtype=np.uint8)
+
+    def _ids_adding(self, tokens: np.ndarray) -> np.ndarray:
+        need = 2 * (self._nvocab + tokens.shape[0])
+        if need > self._vkeys.shape[0]:
+            cap = self._vkeys.shape[0]
+            while cap < need:
+                cap *= 2
+            self._vkeys, self._vvals = K.vocab_rehash(self._vkeys, self._vvals, cap)
+        ids, self._nvocab = K.vocab_add(self._vkeys, self._vvals, tokens, self._nvocab)
+        return ids
 
     def add(self, doc_id: int, tokens: np.ndarray) -> None:
-        self.n_tokens += tokens.shape[0]
-        for g in set(ngram_hashes(tokens, self.n).tolist()):
-            self._postings[g].append(doc_id)
+        """Index one contribution's token hashes under ``doc_id`` (a non-negative int)."""
+        if doc_id < 0:
+            raise ValueError(f"doc_id must be >= 0, got {doc_id}")
+        tokens = np.ascontiguousarray(tokens, dtype=np.uint64)
+        m = tokens.shape[0]
+        if self._len + m + 1 > 0xFFFFFFFF:
+            raise OverflowError("span index is full (2**32 corpus positions)")
+        ids = self._ids_adding(tokens)
+        if self._len + m + 1 > self._corpus.shape[0]:
+            self._rebuild(m + 1)
+        lo = self._len
+        self._corpus[lo:lo + m] = ids
+        self._corpus[lo + m] = K.SEP
+        K.mem_insert(self._corpus, lo, lo + m, self.n, self._main_end, self._mbits,
+                     self._mhead, self._mnext, self._mfp)
+        if self.n_docs == self._doc_start.shape[0]:
+            self._doc_start = np.resize(self._doc_start, 2 * self.n_docs)
+            self._doc_ids = np.resize(self._doc_ids, 2 * self.n_docs)
+        self._doc_start[self.n_docs] = lo
+        self._doc_ids[self.n_docs] = doc_id
+        self.n_docs += 1
+        self.n_tokens += m
+        self._len = lo + m + 1
 
-    def attribute(self, tokens: np.ndarray, allowed: set[int]) -> tuple[list[int], np.ndarray, int]:
-        """Documents (among ``allowed``) matched by spans of ``tokens``.
+    def compact(self) -> None:
+        """Merge the memtable now (e.g. after a bulk load), leaving the usual headroom."""
+        self._rebuild(0)
 
-        Returns (doc_ids sorted, weights summing to 1, matched output tokens).
+    # ------------------------------------------------------------------ query
+    def find_spans(self, tokens: np.ndarray, allowed_mask: np.ndarray):
+        """Every maximal match of length >= min_tokens in an allowed document.
+
+        ``allowed_mask[doc_id]`` (bool; ids past its end are not allowed). Returns int64
+        arrays (out_start, length, doc_id) sorted by (out_start, doc_id, length).
         """
-        grams = ngram_hashes(tokens, self.n)
-        pos, hits = [], []
-        for i, g in enumerate(grams.tolist()):
-            for d in self._postings.get(g, ()):
-                if d in allowed:
-                    pos.append(i)
-                    hits.append(d)
-        if not hits:
+        q = K.vocab_ids(self._vkeys, self._vvals, np.ascontiguousarray(tokens, dtype=np.uint64))
+        mask = np.ascontiguousarray(allowed_mask, dtype=np.bool_)
+        return K.find_spans(q, self.n, self._corpus, self._bstart, self._bpos, self._bfp,
+                            self._bbits, self._mhead, self._mnext, self._mfp, self._mbits,
+                            self._main_end, self._doc_start, self.n_docs, self._doc_ids, mask)
+
+    def attribute(self, tokens: np.ndarray, allowed_mask: np.ndarray):
+        """(doc_ids int64 sorted, weights float64 summing to 1, matched_tokens int).
+
+        Empty arrays and 0 when nothing matched. Formula in the module docstring.
+        """
+        s, L, d = self.find_spans(tokens, allowed_mask)
+        docs, w, matched = K.attribute_matches(len(tokens), s, L, d, float(self.n_docs))
+        return docs, w, int(matched)
+
+    # ------------------------------------------------------------------ stats
+    def _arrays(self):
+        return (self._corpus, self._bstart, self._bpos, self._bfp, self._mhead, self._mnext,
+                self._mfp, self._vkeys, self._vvals, self._doc_start, self._doc_ids)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the index's numpy arrays (allocated, not just used)."""
+        return sum(a.nbytes for a in self._arrays())
+
+    def bytes_per_token(self) -> float:
+        return self.nbytes / max(self.n_tokens, 1)
+
+
+class NgramIndex(SpanIndex):
+    """Compatibility shim for the foundation API: ``allowed`` as a set of doc ids.
+
+    ``attribute`` returns (doc_ids list, weights array, matched_tokens). New code should
+    call ``SpanIndex.attribute`` with a bool mask (``allowed_mask_from``).
+    """
+
+    def attribute(self, tokens: np.ndarray, allowed) -> tuple[list[int], np.ndarray, int]:
+        if not allowed:
             return [], np.zeros(0), 0
-        docs = sorted(set(hits))
-        dense = {d: k for k, d in enumerate(docs)}
-        credit = coverage_credit(tokens.shape[0], self.n, np.asarray(pos, dtype=np.int64),
-                                 np.asarray([dense[d] for d in hits], dtype=np.int64), len(docs))
-        matched = float(credit.sum())
-        return docs, credit / matched, int(round(matched))
+        docs, w, matched = super().attribute(tokens, allowed_mask_from(allowed))
+        return docs.tolist(), w, matched

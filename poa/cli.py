@@ -18,6 +18,18 @@ app.add_typer(kafka_app, name="kafka")
 console = Console()
 err = Console(stderr=True)
 
+@app.callback()
+def _check_settings() -> None:
+    """Fail fast, in one clear line, on invalid configuration."""
+    from pydantic import ValidationError
+    try:
+        get_settings()
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        err.print(f"[red]invalid configuration:[/] {first['msg']}")
+        raise typer.Exit(2)
+
+
 _FORMAT_RE = re.compile(r"\bFORMAT\s+\w+\s*;?\s*$", re.IGNORECASE)
 
 
@@ -94,9 +106,10 @@ def replay(events: Path = typer.Argument(..., exists=True, dir_okay=False, help=
     finally:
         sink.close()
     st = core.stats
-    console.print(f"replayed {total} lines: {st.processed} new events logged, "
-                  f"{st.redelivered} re-deliveries ignored, {st.deadlettered} dead-lettered, "
-                  f"{st.duplicates} duplicates, {st.waiting} waiting; store: {store}")
+    console.print(f"replayed {total} lines: {core.seq - core.restored_seq} new events logged "
+                  f"({core.restored_seq} were in the store), {st.redelivered} re-deliveries ignored; "
+                  f"store now holds {st.deadlettered} dead letters, {st.duplicates} duplicates, "
+                  f"{st.waiting} events waiting for a reference; store: {store}")
 
 
 @app.command()

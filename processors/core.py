@@ -96,6 +96,7 @@ class Core:
     def __init__(self, settings: Settings):
         self.s = settings
         self.seq = 0
+        self.restored_seq = 0  # seq of the last event rebuilt from the store's log
         self.last_ts = EPOCH0
         self.seen: set[str] = set()
         self.contribs: dict[str, ContributionState] = {}

@@ -87,5 +87,6 @@ def replay_file(path: Path, settings: Settings, sink: Sink,
     sink.ensure_schema()
     core = Core(settings)
     restore(core, sink)
+    core.restored_seq = core.seq
     replay(((topic_of(l), l) for l in iter_lines(path)), core, sink, on_progress=on_progress)
     return core
