@@ -2,19 +2,22 @@
 
 ``split_amount(total, weights)`` returns int64 parts with ``parts.sum() == total``
 exactly, for any ``0 <= total <= 2**53`` and weights >= 0 with a positive sum.
-Weights are first quantized to integers summing to about 2**30 (float weights) or
-used as given (integer weights); each part gets floor(total * q_i / Q), and the
-leftover units (fewer than len(weights)) go one each to the largest remainders,
-ties broken by the lower index. Deterministic: callers order recipients by a
-stable key (e.g. account name) before splitting.
+Weights are turned into exact integers q_i proportional to them (integer weights as
+given; float weights through their exact binary fractions, scaled to a common power of
+two, so no precision is lost); each part gets floor(total * q_i / Q) and the leftover
+units (fewer than len(weights)) go one each to the largest remainders, ties broken by
+the lower index. Hence every part is within one unit of total * w_i / sum(w), and a
+zero weight gets nothing. Deterministic: callers order recipients by a stable key
+(e.g. account name) before splitting. When Q < 2**31 the numba kernel computes the
+split; otherwise Python's big integers do the same arithmetic.
 """
 from __future__ import annotations
 
 import numba as nb
 import numpy as np
 
-QUANT = 1 << 30
 MAX_TOTAL = 1 << 53
+_KERNEL_MAX_Q = 1 << 31
 
 
 @nb.njit(cache=True, nogil=True)
@@ -45,17 +48,23 @@ def split_quantized(total: np.int64, q: np.ndarray) -> np.ndarray:
     return out
 
 
-@nb.njit(cache=True, nogil=True)
-def quantize(weights: np.ndarray) -> np.ndarray:
-    s = 0.0
-    for i in range(weights.shape[0]):
-        s += weights[i]
-    q = np.zeros(weights.shape[0], dtype=np.int64)
-    if s <= 0.0:
-        return q
-    for i in range(weights.shape[0]):
-        q[i] = np.int64(np.floor(weights[i] / s * QUANT))
-    return q
+def split_exact(total: int, q: list[int]) -> np.ndarray:
+    """The same split as ``split_quantized`` with Python integers (any size)."""
+    Q = sum(q)
+    parts = [total * x // Q for x in q]
+    left = total - sum(parts)
+    if left:
+        order = sorted(range(len(q)), key=lambda i: (-(total * q[i] % Q), i))
+        for i in order[:left]:
+            parts[i] += 1
+    return np.asarray(parts, dtype=np.int64)
+
+
+def exact_integer_weights(weights: np.ndarray) -> list[int]:
+    """Integers exactly proportional to finite non-negative float weights."""
+    ratios = [float(x).as_integer_ratio() for x in weights]
+    den = max(d for _, d in ratios)  # every denominator is a power of two
+    return [n * (den // d) for n, d in ratios]
 
 
 def split_amount(total: int, weights) -> np.ndarray:
@@ -66,14 +75,17 @@ def split_amount(total: int, weights) -> np.ndarray:
     if w.ndim != 1 or w.shape[0] == 0:
         raise ValueError("weights must be a non-empty 1-D array")
     if np.issubdtype(w.dtype, np.integer):
-        q = w.astype(np.int64)
-        if (q < 0).any() or q.sum() >= (1 << 31):
-            q = quantize(q.astype(np.float64))
+        q = [int(x) for x in w]
     else:
         w = w.astype(np.float64)
-        if not np.isfinite(w).all() or (w < 0).any():
+        if not np.isfinite(w).all():
             raise ValueError("weights must be finite and non-negative")
-        q = quantize(w)
-    if q.sum() <= 0:
+        q = exact_integer_weights(w) if (w >= 0).all() else [-1]
+    if min(q) < 0:
+        raise ValueError("weights must be finite and non-negative")
+    Q = sum(q)
+    if Q <= 0:
         raise ValueError("weights must have a positive sum")
-    return split_quantized(np.int64(total), q)
+    if Q < _KERNEL_MAX_Q:
+        return split_quantized(np.int64(total), np.asarray(q, dtype=np.int64))
+    return split_exact(int(total), q)

@@ -144,6 +144,22 @@ def scenario(seed: int = typer.Option(7, help="random seed"),
 
 
 @app.command()
+def loadgen(seed: int = typer.Option(7, help="scenario seed"),
+            scale: float = typer.Option(1.0, help="size multiplier")) -> None:
+    """Load generator: produce a seeded scenario (malformed messages included) to Kafka."""
+    from rich.progress import Progress
+
+    from poa.scenario import generate
+    from streams.producer import produce_records
+    s = _settings()
+    records = [(t, line.encode("utf-8")) for t, line in generate(seed=seed, scale=scale).records]
+    with Progress(console=console) as prog:
+        task = prog.add_task(f"producing to {s.bootstrap}", total=len(records))
+        produce_records(s.bootstrap, records, lambda n: prog.update(task, completed=n))
+    console.print(f"produced {len(records):,} messages (seed {seed})")
+
+
+@app.command()
 def demo(seed: int = typer.Option(7, help="scenario seed"),
          scale: float = typer.Option(1.0, help="scenario size multiplier"),
          keep_broker: bool = typer.Option(False, help="leave a broker this command started running")) -> None:

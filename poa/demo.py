@@ -78,15 +78,6 @@ def _worker_status(path: Path) -> dict:
         return {}
 
 
-def _key(raw: bytes) -> bytes | None:
-    from streams.events import EventError, decode_event
-    from streams.producer import key_of
-    try:
-        return key_of(decode_event(raw)).encode()
-    except EventError:
-        return None
-
-
 def run_demo(settings: Settings, seed: int = 7, scale: float = 1.0, keep_broker: bool = False,
              console: Console | None = None) -> int:
     from poa.kafka_local import KafkaSetupError, LocalKafka, missing_tools
@@ -129,7 +120,7 @@ def run_demo(settings: Settings, seed: int = 7, scale: float = 1.0, keep_broker:
 def _run_streaming(settings: Settings, records, store: Path, home: Path, console: Console,
                    own_broker: bool) -> int:
     from poa.kafka_local import reset_topics
-    from streams.producer import EventProducer
+    from streams.producer import produce_records
     group = "poa-demo"
     if own_broker:
         with console.status("recreating the PoA topics"):
@@ -147,11 +138,7 @@ def _run_streaming(settings: Settings, records, store: Path, home: Path, console
         cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*cols, console=console) as prog:
             t_prod = prog.add_task("producing", total=len(records))
-            with EventProducer(settings.bootstrap) as producer:
-                for i, (topic, raw) in enumerate(records, 1):
-                    producer.send_raw(topic, raw, key=_key(raw))
-                    if i % 200 == 0 or i == len(records):
-                        prog.update(t_prod, completed=i)
+            produce_records(settings.bootstrap, records, lambda n: prog.update(t_prod, completed=n))
             _, end = _group_progress(settings.bootstrap, group)
             t_proc = prog.add_task("processed by the worker", total=end)
             deadline = time.monotonic() + 900

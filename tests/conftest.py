@@ -50,6 +50,13 @@ def settings(tmp_path) -> Settings:
     return Settings(home=tmp_path / "home")
 
 
+def local_kafka_settings() -> Settings:
+    """The settings scripts/test.sh starts its broker with (POA_HOME, POA_KAFKA_LOCAL_PORT)."""
+    return Settings(home=Path(os.environ.get("POA_HOME", ".poa/test")).resolve(),
+                    kafka_local_port=int(os.environ.get("POA_KAFKA_LOCAL_PORT", 19192)),
+                    kafka_local_controller_port=int(os.environ.get("POA_KAFKA_LOCAL_CONTROLLER_PORT", 19193)))
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory) -> str:
     from poa.kafka_local import KafkaSetupError, LocalKafka, missing_tools
@@ -62,9 +69,7 @@ def kafka_bootstrap(tmp_path_factory) -> str:
         if os.environ.get("CI"):
             pytest.fail(msg)
         pytest.skip(msg)
-    home = Path(os.environ.get("POA_TEST_KAFKA_HOME", ".poa/test-kafka")).resolve()
-    s = Settings(home=home, kafka_local_port=19192, kafka_local_controller_port=19193)
-    broker = LocalKafka(s)
+    broker = LocalKafka(local_kafka_settings())
     started = not broker.status().running
     try:
         broker.start()
