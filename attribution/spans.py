@@ -10,7 +10,7 @@ index each n-gram position and extend hits by direct comparison in the stored co
   table), documents separated by a sentinel, so extension stops at document ends;
 - a *main* index: every n-gram position bucketed by the top bits of the n-gram hash in
   a CSR layout (bucket starts uint32, positions uint32, 8-bit fingerprints), built by
-  counting sort, about 3 positions per bucket;
+  radix sort, 2 to 4 positions per bucket;
 - a *memtable* for recent documents: chained buckets (head per bucket, next per
   position, fingerprint per position). Inserts cost O(tokens). When the memtable is
   full (a quarter of the main index, at least 65,536 positions) it is merged by
@@ -18,9 +18,10 @@ index each n-gram position and extend hits by direct comparison in the stored co
   amortised (about 5 times), with a pause proportional to the index size at each merge.
 No n-gram keys are stored: a hit is verified against the corpus itself, so the index is
 exact (no false matches, whatever the hash collisions) and small: about 4 (corpus) +
-4 (positions) + 1 (fingerprints) + 1.3..2.7 (bucket starts) bytes per token, plus the
-memtable's and the vocabulary's share (see ``nbytes``). Positions are uint32: at most
-about 4.29e9 indexed tokens.
+4 (positions) + 1 (fingerprints) + 1..2 (bucket starts) bytes per token, plus the
+memtable's (up to ~2.3) and the vocabulary's share (see ``nbytes``): about 12.5 bytes
+per token at 10M tokens. A merge needs ~12 bytes per token of transient scratch.
+Positions are uint32: at most about 4.29e9 indexed tokens.
 
 Queries. For every output position s whose n-gram occurs at corpus position g (same
 ids), the occurrence starts a maximal match when it cannot be extended to the left
@@ -90,14 +91,14 @@ class SpanIndex:
         """Merge the memtable into the main index; make room for ``extra`` positions."""
         end = self._len
         count = max(end - self.n_docs - 1, 1)
-        self._bbits = _pow2_bits(-(-count // 3))
+        self._bbits = _pow2_bits(-(-count // 4))
         self._bstart, self._bpos, self._bfp = K.build_main(self._corpus, end, self.n, self._bbits)
         self._main_end = end
         mcap = max(self.mem_min, int(end * self.mem_ratio), extra)
         corpus = np.empty(end + mcap, dtype=np.uint32)
         corpus[:end] = self._corpus[:end]
         self._corpus = corpus
-        self._mbits = _pow2_bits(mcap // 2)
+        self._mbits = _pow2_bits(mcap // 4)
         self._mhead = np.zeros(1 << self._mbits, dtype=np.uint32)
         self._mnext = np.zeros(mcap, dtype=np.uint32)
         self._mfp = np.zeros(mcap, dtype=np.uint8)

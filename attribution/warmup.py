@@ -16,30 +16,37 @@ import numpy as np
 def warmup() -> float:
     t0 = time.perf_counter()
     from attribution.lsh import NearDupIndex
-    from attribution.minhash import MinHasher
-    from attribution.shingles import shingles, shingles_batch
+    from attribution.minhash import MinHasher, sketch_batch
+    from attribution.shingles import ngram_hashes, shingles, shingles_batch
     from attribution.spans import NgramIndex, SpanIndex, allowed_mask_from
     from attribution.split import split_amount
-    from attribution.text import content_hash, token_hashes, token_hashes_batch
+    from attribution.text import content_hash, hash_words, token_hashes, token_hashes_batch
 
     toks = token_hashes("Warm-up: der schnelle braune Fuchs springt über l'homme, "
                         "the quick brown fox jumps over the lazy dog " * 3)
     token_hashes("plain ascii text")
     content_hash("Größe")
     flat, offs = token_hashes_batch(["eins zwei drei vier fünf sechs", "one two"])
-    shingles_batch(flat, offs, 5)
+    hash_words(np.frombuffer(b"a b", dtype=np.uint8))
+    ngram_hashes(flat, 2)
+    sh, so = shingles_batch(flat, offs, 5)
+    many = np.arange(600, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # grows tables
     for scheme in ("fss", "classic"):
         h = MinHasher(scheme=scheme)
         h.signature(toks)
         h.batch_tokens(flat, offs)
+        sketch_batch(sh, so, h.perm, h.rounds, scheme == "fss")
     nd = NearDupIndex()
-    nd.check_and_add(0, shingles(toks))
-    nd.check_and_add(1, shingles(toks[1:]))
+    for i in range(5):  # the fifth insert rehashes the band table
+        nd.check_and_add(i, shingles(many[i * 100:i * 100 + 100]))
+    nd.check_and_add(5, shingles(toks))
+    nd.check_and_add(6, shingles(toks[1:]))
     for cls in (SpanIndex, NgramIndex):
         idx = cls(4, mem_min=8)
         idx.add(0, toks)
         idx.add(1, toks[5:])  # forces a memtable merge (mem_min=8)
         idx.add(2, toks[:3])
+        idx.add(3, many)  # rehashes the vocabulary
     idx = SpanIndex(4, mem_min=8)
     idx.add(0, toks)
     idx.attribute(toks[2:], allowed_mask_from([0], 2))

@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     treasury_account: str = "protocol:treasury"
     epoch_s: int = 86_400
 
+    # --- security
+    keys_file: Path | None = None  # JSON account -> hex ed25519 public key (streams/signing.py)
+    require_signatures: bool = False
+
     # --- attribution
     span_min_tokens: int = 8
 

@@ -35,6 +35,7 @@ from poa.settings import Settings
 from processors.ledger import fee_credits
 from processors.order import Watermarks, order_key
 from streams import topics
+from streams.signing import KeyRegistry
 from streams.events import (Contribution, EventError, Model, Usage, Validation,
                             canonical_json, decode_event, event_to_dict)
 
@@ -114,6 +115,7 @@ class Core:
         self.released_key: tuple | None = None
         self.max_seen_ts: datetime | None = None
         self.marks = Watermarks()
+        self.keys = KeyRegistry.from_file(settings.keys_file)
 
     # ------------------------------------------------------------------ entry
     def process(self, topic: str, raw: bytes, partition: int = 0, caught_up: bool = False) -> Result:
@@ -274,7 +276,21 @@ class Core:
     def _epoch(self, ts: datetime) -> int:
         return int(ts.timestamp()) // self.s.epoch_s
 
+    def _acting_account(self, ev) -> str:
+        if isinstance(ev, Contribution):
+            return ev.contributor
+        if isinstance(ev, Validation):
+            return ev.validator
+        if isinstance(ev, Model):
+            return ev.operator
+        return self.models[ev.model_id].operator
+
     def _apply(self, res: Result, topic: str, ev) -> None:
+        if self.s.require_signatures:
+            reason = self.keys.check(ev, self._acting_account(ev))
+            if reason:
+                self._deadletter(res, ev.event_id, topic, reason, encode(ev))
+                return
         if isinstance(ev, Contribution):
             self._contribution(res, ev)
         elif isinstance(ev, Validation):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from poa.settings import Settings
+from support.kafka import local_kafka_settings
 
 
 @pytest.fixture(scope="session")
@@ -48,13 +49,6 @@ def ch_http(chdb_path):
 @pytest.fixture
 def settings(tmp_path) -> Settings:
     return Settings(home=tmp_path / "home")
-
-
-def local_kafka_settings() -> Settings:
-    """The settings scripts/test.sh starts its broker with (POA_HOME, POA_KAFKA_LOCAL_PORT)."""
-    return Settings(home=Path(os.environ.get("POA_HOME", ".poa/test")).resolve(),
-                    kafka_local_port=int(os.environ.get("POA_KAFKA_LOCAL_PORT", 19192)),
-                    kafka_local_controller_port=int(os.environ.get("POA_KAFKA_LOCAL_CONTROLLER_PORT", 19193)))
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import local_kafka_settings
+from support.kafka import local_kafka_settings
 
 from poa.kafka_local import LocalKafka
 

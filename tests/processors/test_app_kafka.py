@@ -9,7 +9,7 @@ import sys
 import uuid
 
 import pytest
-from events_factory import scenario, usage
+from support.events_factory import scenario, usage
 from support.worker import WorkerProcess
 
 from poa.kafka_local import reset_topics

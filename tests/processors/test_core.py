@@ -1,4 +1,4 @@
-from events_factory import LEGAL_DE, contribution, scenario
+from support.events_factory import LEGAL_DE, contribution, scenario
 
 from processors.core import Core, Result
 from processors.replay import replay, restore, step
