@@ -41,8 +41,9 @@ def _summary(sink, console: Console, label: str, store: Path) -> int:
     bad = q(f"SELECT count() FROM (SELECT u.event_id, any(u.fee) AS fee, sum(l.amount) AS credited "
             f"FROM {db}.usage u LEFT JOIN {db}.reward_ledger l ON l.ref_event_id = u.event_id "
             f"WHERE u.fee > 0 GROUP BY u.event_id HAVING credited != fee)")
-    _, by_role = sink.query(f"SELECT role, count(), sum(amount) FROM {db}.reward_ledger "
-                            f"GROUP BY role ORDER BY role")
+    _, by_role = sink.query(f"SELECT source, role, count(), sum(amount) FROM {db}.reward_ledger "
+                            f"GROUP BY source, role ORDER BY source DESC, role")
+    _, epochs = sink.query(f"SELECT count(), sum(emitted), sum(carried_out) FROM {db}.epochs")
     _, by_type = sink.query(f"SELECT type, count() FROM {db}.events GROUP BY type ORDER BY type")
     t = Table(title=f"PoA Stream demo — {label}")
     t.add_column("measure")
@@ -54,8 +55,10 @@ def _summary(sink, console: Console, label: str, store: Path) -> int:
     t.add_row("duplicate contributions", f"{dups:,}")
     t.add_row("usage events", f"{usage:,}")
     t.add_row("fees (micro-units)", f"{fees or 0:,}")
-    for role, n, amount in by_role:
-        t.add_row(f"credits to {role}s ({n:,} entries)", f"{amount:,}")
+    for source, role, n, amount in by_role:
+        t.add_row(f"{source}-funded credits, {role} ({n:,} entries)", f"{amount:,}")
+    n_ep, emitted, carried = epochs[0]
+    t.add_row("closed epochs (emitted / carried over)", f"{n_ep} ({emitted or 0:,} / {carried or 0:,})")
     t.add_row("usage events whose credits != fee", f"{bad}")
     console.print(t)
     console.print(f"store: {store}  (try: poa sql --store {store} "

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     share_protocol_bps: int = 500
     treasury_account: str = "protocol:treasury"
     epoch_s: int = 86_400
+    emission_per_epoch_micro: int = 1_000 * MICRO_PER_TOKEN  # emission budget of the first epoch
+    emission_decay_bps: int = 100  # each later epoch's budget shrinks by this share
+    emission_contributors_bps: int = 8000  # the rest of an epoch's emission goes to validators
 
     # --- security
     keys_file: Path | None = None  # JSON account -> hex ed25519 public key (streams/signing.py)

@@ -32,6 +32,7 @@ import numpy as np
 from attribution.spans import NgramIndex
 from attribution.text import content_hash, token_hashes
 from poa.settings import Settings
+from processors.epochs import EpochBook
 from processors.ledger import fee_credits
 from processors.order import Watermarks, order_key
 from streams import topics
@@ -88,7 +89,7 @@ class Stats:
     late: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
     fees_micro: int = 0
-    credits_micro: dict[str, int] = field(default_factory=dict)
+    credits_micro: dict[tuple[str, str], int] = field(default_factory=dict)  # (source, role)
 
 
 class Core:
@@ -116,6 +117,8 @@ class Core:
         self.max_seen_ts: datetime | None = None
         self.marks = Watermarks()
         self.keys = KeyRegistry.from_file(settings.keys_file)
+        self.book = EpochBook(settings.epoch_s, settings.emission_per_epoch_micro,
+                              settings.emission_decay_bps, settings.emission_contributors_bps)
 
     # ------------------------------------------------------------------ entry
     def process(self, topic: str, raw: bytes, partition: int = 0, caught_up: bool = False) -> Result:
@@ -195,6 +198,10 @@ class Core:
         self.last_ts = max(self.last_ts, ev.ts)
         missing = self._missing(ev)
         self._log(res, ev.event_id, ev.type, topic, ev.ts, encode(ev), "waiting" if missing else "ok")
+        emissions, closed = self.book.advance(ev.ts, self.seq)
+        self._book(res, emissions)
+        for row in closed:
+            res.add("epochs", row)
         if missing:
             self.waiting.setdefault(missing, []).append((topic, ev))
             self.stats.waiting += 1
@@ -272,9 +279,6 @@ class Core:
                 self.stats.waiting += 1
             else:
                 self._apply(res, topic, ev)
-
-    def _epoch(self, ts: datetime) -> int:
-        return int(ts.timestamp()) // self.s.epoch_s
 
     def _acting_account(self, ev) -> str:
         if isinstance(ev, Contribution):
@@ -360,6 +364,7 @@ class Core:
             c.reject_stake += stake
         if ev.quality is not None:
             c.qualities.append(ev.quality)
+        self.book.add_validator_evidence(ev.validator, 1.0)
         res.add("validations", {"validator": ev.validator, "contribution_id": ev.contribution_id,
                                 "verdict": ev.verdict, "quality": ev.quality, "stake": stake,
                                 "ts": ev.ts, "event_id": ev.event_id, "seq": self.seq})
@@ -429,8 +434,9 @@ class Core:
                 w = (1 - mix) * np.asarray(w) + mix * iw / iw.sum()
                 evidence = "span+influence" if evidence == "span" else "influence"
         cs = [self.by_idx[d] for d in docs]
-        epoch = self._epoch(ev.ts)
+        epoch = self.book.booking_epoch(ev.ts)
         for c, wi in zip(cs, w):
+            self.book.add_contributor_evidence(c.contributor, float(wi))
             res.add("attributions", {"request_id": ev.request_id, "model_id": ev.model_id,
                                      "contribution_id": c.contribution_id,
                                      "contributor": c.contributor, "datanet": c.datanet,
@@ -454,9 +460,15 @@ class Core:
                           "evidence": evidence, "contributions": len(cs), "ts": ev.ts,
                           "event_id": ev.event_id, "seq": self.seq})
         self.stats.fees_micro += ev.fee
-        for row in credits:
+        self._book(res, credits)
+
+    def _book(self, res: Result, rows: list[dict]) -> None:
+        """Ledger rows: to the table, the reward stream, the stats and the epoch's entries."""
+        self.book.add_entries(rows)
+        for row in rows:
             res.add("reward_ledger", row)
-            self.stats.credits_micro[row["role"]] = self.stats.credits_micro.get(row["role"], 0) + row["amount"]
+            key = (row["source"], row["role"])
+            self.stats.credits_micro[key] = self.stats.credits_micro.get(key, 0) + row["amount"]
             res.messages.append((topics.REWARDS, row["account"], canonical_json(
                 {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()})))
 

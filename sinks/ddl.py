@@ -78,6 +78,12 @@ TABLES: dict[str, Table] = {t.name: t for t in [
         ("source", LC), ("amount", "Int64"), ("ref_event_id", "String"), ("ts", TS),
         ("seq", "UInt64")),
         "MergeTree", "(account, epoch, entry_id)"),
+    Table("epochs", (
+        ("epoch", "UInt32"), ("start", TS), ("end", TS), ("budget", "Int64"),
+        ("carried_in", "Int64"), ("emitted", "Int64"), ("carried_out", "Int64"),
+        ("fee_rewards", "Int64"), ("emission_rewards", "Int64"), ("entries", "UInt32"),
+        ("merkle_root", "String"), ("seq", "UInt64")),
+        "MergeTree", "epoch"),
     Table("deadletter", (
         ("event_id", "String"), ("topic", LC), ("reason", "String"), ("payload", "String"),
         ("ts", TS), ("seq", "UInt64")),

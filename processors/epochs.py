@@ -1,0 +1,112 @@
+"""Event-time epochs: emission budgets, their exact split, and a Merkle root per epoch.
+
+Epoch ``e`` covers event times ``[e * epoch_s, (e + 1) * epoch_s)``. Events are processed
+in event-time order (processors/order.py), so an epoch *closes* when the first event of a
+later epoch is processed; the last epoch stays open until time passes it.
+
+Budget of epoch ``e``: ``emission_per_epoch_micro * (1 - emission_decay_bps / 10_000) ** k``
+(rounded down to whole micro-units), ``k`` = epochs since the first one seen, plus what
+the previous epoch carried over. At close it is split in two pools by
+``emission_contributors_bps`` / the rest: contributors by their attribution evidence in
+the epoch (the sum of their attribution weights over the epoch's usage events, so each
+inference is one unit of evidence shared like the fee), validators by their validation
+evidence (the reliability-weighted votes they cast in the epoch). Each pool is split
+with largest remainder (attribution/split.py). **Carry-over rule**: a pool with no
+eligible recipient is not paid; it is carried over whole to the next epoch's budget.
+Invariant per epoch: ``emitted + carried_out == budget + carried_in``.
+
+Ledger entries are booked into the epoch of their event, or into the open epoch when
+that one is already closed (a late event), so a closed epoch's entries — and its
+Merkle root (processors/merkle.py) — never change.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+
+from attribution.split import split_amount
+from processors.ledger import entry_id
+from processors.merkle import epoch_leaves, root
+
+UNIX0 = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+class EpochBook:
+    def __init__(self, epoch_s: int, per_epoch_micro: int, decay_bps: int, contributors_bps: int):
+        self.epoch_s = epoch_s
+        self.per_epoch = per_epoch_micro
+        self.decay_bps = decay_bps
+        self.contributors_bps = contributors_bps
+        self.open: int | None = None
+        self.first: int | None = None
+        self.carry = 0
+        self.entries: list[dict] = []
+        self.contrib: dict[str, float] = {}
+        self.valid: dict[str, float] = {}
+
+    def epoch_of(self, ts: datetime) -> int:
+        return int((ts - UNIX0).total_seconds()) // self.epoch_s
+
+    def booking_epoch(self, ts: datetime) -> int:
+        e = self.epoch_of(ts)
+        return e if self.open is None or e >= self.open else self.open
+
+    def budget(self, epoch: int) -> int:
+        k = epoch - (self.first if self.first is not None else epoch)
+        return int(self.per_epoch * ((10_000 - self.decay_bps) / 10_000) ** k)
+
+    def add_contributor_evidence(self, account: str, weight: float) -> None:
+        self.contrib[account] = self.contrib.get(account, 0.0) + weight
+
+    def add_validator_evidence(self, account: str, weight: float) -> None:
+        self.valid[account] = self.valid.get(account, 0.0) + weight
+
+    def add_entries(self, rows: list[dict]) -> None:
+        self.entries.extend(rows)
+
+    def advance(self, ts: datetime, seq: int) -> tuple[list[dict], list[dict]]:
+        """Close every epoch before the one of ``ts``: (emission ledger rows, epochs rows)."""
+        e = self.epoch_of(ts)
+        if self.open is None:
+            self.open = self.first = e
+            return [], []
+        ledger, epochs = [], []
+        while self.open < e:
+            lr, er = self._close(self.open, seq)
+            ledger += lr
+            epochs.append(er)
+            self.open += 1
+        return ledger, epochs
+
+    def _pool(self, epoch: int, role: str, amount: int, evidence: dict[str, float],
+              end: datetime, seq: int) -> list[dict]:
+        names = sorted(a for a, w in evidence.items() if w > 0)
+        if amount <= 0 or not names:
+            return []
+        parts = split_amount(amount, np.asarray([evidence[n] for n in names]))
+        ref = f"epoch:{epoch}"
+        return [{"entry_id": entry_id("emission", ref, role, n), "epoch": epoch, "account": n,
+                 "role": role, "source": "emission", "amount": int(a), "ref_event_id": ref,
+                 "ts": end, "seq": seq} for n, a in zip(names, parts) if a > 0]
+
+    def _close(self, epoch: int, seq: int) -> tuple[list[dict], dict]:
+        start = UNIX0 + timedelta(seconds=epoch * self.epoch_s)
+        end = start + timedelta(seconds=self.epoch_s) - timedelta(milliseconds=1)
+        carried_in, budget = self.carry, self.budget(epoch)
+        total = budget + carried_in
+        c_pool = total * self.contributors_bps // 10_000
+        rows = self._pool(epoch, "contributor", c_pool, self.contrib, end, seq)
+        rows += self._pool(epoch, "validator", total - c_pool, self.valid, end, seq)
+        emitted = sum(r["amount"] for r in rows)
+        self.carry = total - emitted
+        entries = [r for r in self.entries if r["epoch"] == epoch] + rows
+        ids, leaves = epoch_leaves(entries)
+        fee = sum(r["amount"] for r in entries if r["source"] == "fee")
+        row = {"epoch": epoch, "start": start, "end": end, "budget": budget,
+               "carried_in": carried_in, "emitted": emitted, "carried_out": self.carry,
+               "fee_rewards": fee, "emission_rewards": emitted, "entries": len(entries),
+               "merkle_root": root(leaves).hex(), "seq": seq}
+        self.entries = [r for r in self.entries if r["epoch"] != epoch]
+        self.contrib, self.valid = {}, {}
+        return rows, row
