@@ -134,6 +134,54 @@ def sql(query: str = typer.Argument(..., help="SQL; may end with its own FORMAT 
 
 
 @app.command()
+def proof(account: str = typer.Option(..., "--account"), epoch: int = typer.Option(..., "--epoch"),
+          store: Path | None = typer.Option(None, "--store", help="embedded store (default: settings)"),
+          out: Path | None = typer.Option(None, "--out", help="write the proof here (default: stdout)")) -> None:
+    """Inclusion proof of an account's ledger entries in an epoch's Merkle root."""
+    from processors.audit import AuditError, build_proof
+    from sinks import open_sink
+    sink = open_sink(_settings(store))
+    try:
+        doc = build_proof(sink, account, epoch)
+    except AuditError as exc:
+        err.print(f"[red]no proof:[/] {exc}")
+        raise typer.Exit(1)
+    finally:
+        sink.close()
+    text = json.dumps(doc, indent=2)
+    if out:
+        out.write_text(text)
+        console.print(f"{len(doc['proofs'])} entries of {account} in epoch {epoch}, root "
+                      f"{doc['merkle_root']}: proof written to {out}")
+    else:
+        sys.stdout.write(text + "\n")
+
+
+@app.command()
+def verify(proof_file: Path = typer.Argument(..., exists=True, dir_okay=False),
+           store: Path | None = typer.Option(None, "--store", help="also check the root against this store")) -> None:
+    """Check an inclusion proof; with --store, also that its root is the stored epoch root."""
+    from processors.audit import stored_root, verify_proof
+    doc = json.loads(proof_file.read_text())
+    problems = verify_proof(doc)
+    if store is not None:
+        from sinks import open_sink
+        sink = open_sink(_settings(store))
+        try:
+            root_hex = stored_root(sink, doc["epoch"])
+        finally:
+            sink.close()
+        if root_hex != doc["merkle_root"]:
+            problems.append(f"the store's root of epoch {doc['epoch']} is {root_hex}, not the proof's")
+    if problems:
+        for p in problems:
+            err.print(f"[red]invalid:[/] {p}")
+        raise typer.Exit(1)
+    console.print(f"valid: {len(doc['proofs'])} entries of {doc['account']} are in epoch "
+                  f"{doc['epoch']}'s root {doc['merkle_root']}")
+
+
+@app.command()
 def scenario(seed: int = typer.Option(7, help="random seed"),
              scale: float = typer.Option(1.0, help="size multiplier"),
              out: Path = typer.Option(Path("scenario"), help="output directory")) -> None:

@@ -78,3 +78,23 @@ def test_bad_fee_shares_rejected_clearly():
     import os
     bad = poa("kafka", "status", check=False, env={**os.environ, "POA_SHARE_OPERATOR_BPS": "9000"})
     assert bad.returncode != 0 and "fee shares must sum to 10000 bps" in bad.stderr
+
+
+def test_proof_round_trip_and_forgery(replayed, tmp_path):
+    store, *_ = replayed
+    top = rows(store, "SELECT account, epoch FROM reward_ledger WHERE epoch IN (SELECT epoch FROM epochs) "
+                      "GROUP BY account, epoch ORDER BY sum(amount) DESC LIMIT 1")[0]
+    proof_file = tmp_path / "proof.json"
+    poa("proof", "--store", str(store), "--account", top["account"], "--epoch", str(top["epoch"]),
+        "--out", str(proof_file))
+    ok = poa("verify", str(proof_file), "--store", str(store))
+    assert "valid:" in ok.stdout
+    doc = json.loads(proof_file.read_text())
+    doc["proofs"][0]["entry"]["amount"] += 1
+    doc["proofs"][0]["leaf"] = "00" * 32
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps(doc))
+    bad = poa("verify", str(forged), check=False)
+    assert bad.returncode == 1 and "do not hash to its leaf" in bad.stderr
+    missing = poa("proof", "--store", str(store), "--account", "nobody", "--epoch", str(top["epoch"]), check=False)
+    assert missing.returncode == 1 and "no ledger entries" in missing.stderr
