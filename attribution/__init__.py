@@ -2,7 +2,7 @@
 
 Modules: ``text`` (normalization, token hashes), ``shingles`` (word n-gram hashes),
 ``minhash`` (similarity sketches), ``lsh`` (LSH index, near-duplicate detector),
-``spans`` / ``span_kernels`` (span index and span attribution), ``split`` (exact integer
+``spans`` / ``span_kernels`` / ``vocab`` (span index and span attribution), ``split`` (exact integer
 splitting). ``warmup()`` compiles every kernel once at process start.
 """
 from attribution.warmup import warmup

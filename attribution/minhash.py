@@ -10,14 +10,14 @@ sqrt(J (1 - J) / num_perm). Signatures of different schemes or seeds never compa
   ``h_i(x) = ((a_i * x32 + b_i) mod 2**64) >> 32`` with ``x32`` the shingle hash folded to
   32 bits and ``a_i`` (odd), ``b_i`` 64-bit from a splitmix64 stream of ``seed``;
   ``sig[i] = min over shingles of h_i``. O(n * num_perm), the textbook MinHash (the same
-  family as datasketch's ``affine32`` scheme and rensa's fallback).
+  family rensa uses for its fallback slots).
 - ``"fss"`` (default): Fast Similarity Sketching (Dahlgaard, Knudsen, Thorup, FOCS 2017),
-  O(n + num_perm log num_perm). In round r = 0, 1, 2 every shingle x draws one 64-bit
-  hash ``g = x * A_r + B_r mod 2**64`` (A_r odd; one multiply is enough because shingle
-  hashes are already the output of a strong 64-bit mixer); it picks slot
-  ``(g >> 32) * num_perm >> 32`` and value ``r << 30 | (g & 0xffffffff) >> 2``;
-  ``sig[j]`` is the minimum value that reached slot j.
-  Slots still empty after round 2 (only for sets of fewer than ~2 * num_perm shingles)
+  O(n + num_perm) for sets of more than ~2 * num_perm shingles. In round r = 0, 1, 2
+  every shingle x draws one 64-bit hash ``g = x * A_r + B_r mod 2**64`` (A_r odd; one
+  multiply is enough because shingle hashes are already the output of a strong 64-bit
+  mixer); it picks slot ``(g >> 32) * num_perm >> 32`` and value
+  ``r << 30 | (g & 0xffffffff) >> 2``; ``sig[j]`` is the minimum value that reached slot j.
+  Slots still empty after round 2 (common only for sets under ~2 * num_perm shingles)
   get ``3 << 30 | h_j(x) >> 2`` from the classic family. A round only runs while some
   slot is empty: values of round r + 1 are larger than every value of round r, so
   stopping early gives exactly the sketch of all rounds. Each slot's value is the

@@ -11,9 +11,11 @@ Contract:
   Stable across processes and numba's cache: it never uses Python's ``hash()``.
   Equal to ``hash_words(normalize(text).encode())``, but computed without building the
   normalized string: ASCII text goes straight to the kernel (which lower-cases A-Z),
-  other text gets NFKC + casefold in C and the separator test in the kernel, through a
-  per-code-point class table filled lazily one Unicode plane (65,536 code points,
-  ~20 ms) at a time, so the first call costs milliseconds, not a walk over all of Unicode.
+  other text gets NFKC in C, then case folding and the separator test in the kernel,
+  through a per-code-point class table (and the list of code points that casefold
+  changes) filled lazily one Unicode plane (65,536 code points, ~30 ms) at a time, so
+  the first call costs milliseconds, not a walk over all of Unicode. (Python's casefold
+  is per character, so folding each code point of the NFKC text is exact.)
 - ``token_hashes_batch(texts)``: the same for many texts -> (flat hashes, offsets) with
   ``flat[offsets[i]:offsets[i+1]]`` the hashes of ``texts[i]``.
 - ``content_hash(text)``: 64-bit hash of the normalized word sequence (exact duplicates
@@ -30,9 +32,15 @@ FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 FNV_PRIME = np.uint64(0x100000001B3)
 
 _N_CP = 0x110000
-# class of each code point: 0 = not computed yet, 1 = word character, 2 = separator
+# class of each code point: 0 = not computed yet, 1 = word character, 2 = separator,
+# 3 = changed by casefold: replaced by _FOLD_POOL[_FOLD_OFF[k]:_FOLD_OFF[k + 1]] where
+# _FOLD_CP[k] == cp (UTF-8 of its casefold with separators as spaces)
 _CLASS = np.zeros(_N_CP, dtype=np.uint8)
 _PLANE_DONE = np.zeros(17, dtype=np.bool_)
+_FOLDS: dict[int, bytes] = {}
+_FOLD_CP = np.zeros(0, dtype=np.int64)
+_FOLD_OFF = np.zeros(1, dtype=np.int64)
+_FOLD_POOL = np.zeros(0, dtype=np.uint8)
 
 
 def _is_sep(cp: int) -> bool:
@@ -40,10 +48,23 @@ def _is_sep(cp: int) -> bool:
 
 
 def _build_plane(plane: int) -> None:
+    """Classify one plane (65,536 code points, ~30 ms) and record its case foldings."""
+    global _FOLD_CP, _FOLD_OFF, _FOLD_POOL
     base = plane << 16
-    cls = bytes(2 if unicodedata.category(chr(c))[0] in "PSZC" else 1
-                for c in range(base, base + 0x10000))
-    _CLASS[base:base + 0x10000] = np.frombuffer(cls, dtype=np.uint8)
+    cls = bytearray(0x10000)
+    for c in range(base, base + 0x10000):
+        ch = chr(c)
+        folded = ch.casefold()
+        if folded != ch:
+            cls[c - base] = 3
+            _FOLDS[c] = folded.translate(_TABLE).encode("utf-8", "surrogatepass")
+        else:
+            cls[c - base] = 2 if unicodedata.category(ch)[0] in "PSZC" else 1
+    _CLASS[base:base + 0x10000] = np.frombuffer(bytes(cls), dtype=np.uint8)
+    cps = sorted(_FOLDS)
+    _FOLD_CP = np.asarray(cps, dtype=np.int64)
+    _FOLD_OFF = np.cumsum([0] + [len(_FOLDS[c]) for c in cps]).astype(np.int64)
+    _FOLD_POOL = np.frombuffer(b"".join(_FOLDS[c] for c in cps), dtype=np.uint8).copy()
     _PLANE_DONE[plane] = True
 
 
@@ -94,14 +115,16 @@ def hash_words(buf: np.ndarray) -> np.ndarray:
 
 
 @nb.njit(cache=True, nogil=True)
-def tokenize_utf8(buf: np.ndarray, cls: np.ndarray):
-    """Word hashes of NFKC+casefolded UTF-8 ``buf``; byte 0 separates documents.
+def tokenize_utf8(buf: np.ndarray, cls: np.ndarray, fold_cp: np.ndarray,
+                  fold_off: np.ndarray, fold_pool: np.ndarray):
+    """Word hashes of NFKC-normalized UTF-8 ``buf``; byte 0 separates documents.
 
-    Returns (hashes uint64, offsets int64[n_docs + 1], missing_plane int). When a code
-    point's class is not computed yet (``cls[cp] == 0``) it stops early and returns that
-    code point's plane (>= 0); the caller fills the plane and calls again. Otherwise
-    ``missing_plane == -1``. ASCII A-Z are lower-cased before hashing; malformed UTF-8
-    bytes count as separators.
+    Case folding happens here: ASCII A-Z are lower-cased, and a code point of class 3 is
+    replaced by its casefold bytes from the pool (a space in them ends a word). Returns
+    (hashes uint64, offsets int64[n_docs + 1], missing_plane int). When a code point's
+    class is not computed yet (``cls[cp] == 0``) it stops early and returns that code
+    point's plane (>= 0); the caller fills the plane and calls again. Otherwise
+    ``missing_plane == -1``. Malformed UTF-8 bytes count as separators.
     """
     n = buf.shape[0]
     ndocs = 1
@@ -150,6 +173,22 @@ def tokenize_utf8(buf: np.ndarray, cls: np.ndarray):
                 c = cls[cp]
                 if c == 0:
                     return out[:0].copy(), offs[:1].copy(), cp >> 16
+                if c == 3:
+                    k_ = np.searchsorted(fold_cp, cp)
+                    for j in range(fold_off[k_], fold_off[k_ + 1]):
+                        fb = fold_pool[j]
+                        if fb == 0x20:
+                            if inword:
+                                out[k] = h
+                                k += 1
+                                inword = False
+                        else:
+                            if not inword:
+                                h = np.uint64(0xCBF29CE484222325)
+                                inword = True
+                            h = (h ^ np.uint64(fb)) * np.uint64(0x100000001B3)
+                    i += ln
+                    continue
                 word = c == 1
         if word:
             if not inword:
@@ -177,13 +216,13 @@ def _prepare(text: str) -> str:
         text = text.replace("\0", " ")
     if text.isascii():
         return text
-    return unicodedata.normalize("NFKC", text).casefold()
+    return unicodedata.normalize("NFKC", text)
 
 
 def _tokenize(joined: str) -> tuple[np.ndarray, np.ndarray]:
     buf = np.frombuffer(joined.encode("utf-8", "surrogatepass"), dtype=np.uint8)
     while True:
-        out, offs, plane = tokenize_utf8(buf, _CLASS)
+        out, offs, plane = tokenize_utf8(buf, _CLASS, _FOLD_CP, _FOLD_OFF, _FOLD_POOL)
         if plane < 0:
             return out, offs
         _build_plane(int(plane))

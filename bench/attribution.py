@@ -138,7 +138,8 @@ def bench_minhash(texts: list[str]) -> None:
     cases = [  # name, from text (tokenize + shingle + sketch), sketch only (prepared input)
         ("ours fss, batch", lambda: fss.batch_texts(texts),
          lambda: sketch_batch(sh, so, fss.perm, fss.rounds, True)),
-        ("ours fss, per document", ours_stream(fss), None),
+        ("ours fss, per document", ours_stream(fss),
+         lambda: [fss.signature_shingles(x) for x in sh_u64]),
         ("ours classic, batch", lambda: classic.batch_texts(texts),
          lambda: sketch_batch(sh, so, classic.perm, classic.rounds, False)),
         ("rensa RMinHash, per document", lambda: rensa_doc([py_shingles(t) for t in texts]),

@@ -13,8 +13,10 @@ from poa.settings import Settings, get_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="PoA Stream: streaming proof-of-attribution and reward ledger.")
+rewards_app = typer.Typer(no_args_is_help=True, help="Contributors' reward streams.")
 kafka_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker (KRaft, from Maven Central).")
 app.add_typer(kafka_app, name="kafka")
+app.add_typer(rewards_app, name="rewards")
 console = Console()
 err = Console(stderr=True)
 
@@ -79,6 +81,30 @@ def kafka_status() -> None:
     st = LocalKafka(_settings()).status()
     console.print(str(st))
     raise typer.Exit(0 if st.running else 3)
+
+
+@rewards_app.command("tail")
+def rewards_tail(account: str = typer.Option(..., "--account", help="the account to follow"),
+                 follow: bool = typer.Option(True, help="keep following new credits"),
+                 from_beginning: bool = typer.Option(True, help="start at the first credit"),
+                 as_json: bool = typer.Option(False, "--json", help="one JSON object per credit")) -> None:
+    """Follow an account's credits on poa.rewards (deduplicated by entry_id)."""
+    from streams.rewards import tail_rewards
+    s = _settings()
+    total = 0
+    try:
+        for c in tail_rewards(s.bootstrap, account, from_beginning=from_beginning, follow=follow):
+            total += c["amount"]
+            if as_json:
+                sys.stdout.write(json.dumps(c, sort_keys=True) + "\n")
+                sys.stdout.flush()
+            else:
+                console.print(f"{c['ts']}  epoch {c['epoch']:>6}  {c['source']:<8} {c['role']:<11} "
+                              f"{c['amount']:>14,}  (total {total:,})  {c['ref_event_id']}")
+    except KeyboardInterrupt:
+        pass
+    if not as_json:
+        console.print(f"total for {account}: {total:,} micro-units")
 
 
 @app.command()

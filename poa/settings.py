@@ -42,7 +42,8 @@ class Settings(BaseSettings):
     worker_id: str = "poa-worker"
     worker_batch_max: int = 1000
     worker_batch_within_s: float = 0.5
-    worker_idle_release_s: float = 3.0
+    worker_idle_release_s: float = 120.0  # liveness valve: release all after this long idle
+    worker_session_timeout_s: float = 30.0  # consumer group session: how soon a dead worker's partitions move
     replay_lateness_s: float = 3600.0  # `poa replay`: how far out of event-time order lines may be
     worker_status_file: Path | None = None  # default: <home>/worker-status.json
 

@@ -6,8 +6,11 @@ the store is processing order):
 
 1. passes every raw message through :class:`processors.core.Core` (no Faust types),
    which buffers valid events and processes them in event-time order once the
-   watermark over all input partitions has passed them (processors/order.py; a
-   timer releases everything after ``worker_idle_release_s`` without messages);
+   watermark over all input partitions has passed them (processors/order.py). A
+   partition with data that does not deliver (assigned to a dead member until its
+   session times out, after a crash) holds the watermark: waiting keeps the order.
+   Only after ``worker_idle_release_s`` without any message is everything released
+   (a liveness valve; events arriving after that are processed late);
 2. writes the rows to the sink in a worker thread, retrying the *same* batch inside
    the loop body until it lands: ``take()`` acknowledges the batch in a ``finally``
    after the body, so a write error must never escape it;
@@ -73,7 +76,24 @@ class Pipeline:
 
     def restore(self) -> int:
         self.sink.ensure_schema()
-        return restore(self.core, self.sink)
+        n = restore(self.core, self.sink)
+        self.republish()
+        return n
+
+    def republish(self) -> int:
+        """Outbox recovery: re-send the messages of rows stored after the last delivered mark
+        (a crash between the write and the delivery). Consumers deduplicate by identity."""
+        from processors.messages import messages_from_rows
+        from streams.producer import EventProducer
+        messages = messages_from_rows(self.sink.unpublished_rows())
+        if not messages:
+            return 0
+        with EventProducer(self.s.bootstrap) as producer:
+            for topic, key, value in messages:
+                producer.send_raw(topic, value, key=key.encode())
+        self.sink.write({"outbox": [{"seq": self.core.seq}]})
+        log.warning("re-published %d output messages after an interrupted batch", len(messages))
+        return len(messages)
 
     async def write(self, res: Result) -> None:
         attempt = 0
@@ -144,6 +164,8 @@ class Pipeline:
         res.rows["inbox"] = self.core.inbox_rows()
         await self.write(res)
         await self.publish(res.messages)
+        if res.messages:  # the outbox mark: messages up to this seq are delivered
+            await self.write(Result(rows={"outbox": [{"seq": self.core.seq}]}))
         self.batches += 1
         self.write_status()
 
@@ -196,6 +218,7 @@ def build_app(settings: Settings, sink: Sink | None = None) -> tuple[faust.App, 
         consumer_max_fetch_size=8 << 20,
         broker_commit_every=settings.worker_batch_max,
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.worker_session_timeout_s,
         **kafka_client_options(settings),
     )
     for name in topics.OUTPUT_TOPICS:

@@ -34,6 +34,7 @@ from attribution.text import content_hash, token_hashes
 from poa.settings import Settings
 from processors.epochs import EpochBook
 from processors.ledger import fee_credits
+from processors.messages import deadletter_message, flag_message, reward_message
 from processors.order import Watermarks, order_key
 from streams import topics
 from streams.signing import KeyRegistry
@@ -256,8 +257,7 @@ class Core:
         row = {"event_id": event_id, "topic": topic, "reason": reason, "payload": body,
                "ts": self.last_ts, "seq": self.seq}
         res.add("deadletter", row)
-        res.messages.append((topics.DEADLETTER, event_id, canonical_json(
-            {"event_id": event_id, "topic": topic, "reason": reason, "payload": body[:65536]})))
+        res.messages.append(deadletter_message(row))
 
     def _missing(self, ev) -> str | None:
         if isinstance(ev, Validation) and ev.contribution_id not in self.contribs:
@@ -319,8 +319,7 @@ class Core:
                "reason": reason, "score": score, "detail": detail, "ts": ts,
                "event_id": event_id, "seq": self.seq}
         res.add("flags", row)
-        res.messages.append((topics.FLAGS, c.contribution_id, canonical_json(
-            {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()})))
+        res.messages.append(flag_message(row))
 
     def _contribution(self, res: Result, ev: Contribution) -> None:
         if ev.contribution_id in self.contribs:
@@ -469,8 +468,7 @@ class Core:
             res.add("reward_ledger", row)
             key = (row["source"], row["role"])
             self.stats.credits_micro[key] = self.stats.credits_micro.get(key, 0) + row["amount"]
-            res.messages.append((topics.REWARDS, row["account"], canonical_json(
-                {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()})))
+            res.messages.append(reward_message(row))
 
 
 def encode(ev) -> bytes:

@@ -94,6 +94,16 @@ class Sink(ABC):
                              f"(SELECT event_id FROM {db}.events) ORDER BY ts, event_id")
         return rows
 
+    def unpublished_rows(self) -> dict[str, list[dict]]:
+        """Rows whose output messages may not have reached Kafka (seq above the outbox mark)."""
+        db = self.database
+        mark = int(self.scalar(f"SELECT max(seq) FROM {db}.outbox") or 0)
+        out = {}
+        for table in ("reward_ledger", "flags", "deadletter"):
+            cols, rows = self.query(f"SELECT * FROM {db}.{table} WHERE seq > {mark} ORDER BY seq")
+            out[table] = [dict(zip(cols, r)) for r in rows]
+        return out
+
     def load_log(self, batch_rows: int = 10_000) -> Iterator[tuple]:
         """The event log in seq order: (seq, event_id, type, topic, ts, payload)."""
         last = 0

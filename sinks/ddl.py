@@ -7,7 +7,8 @@ removed on start (:meth:`sinks.base.Sink.recover`). Tables whose rows are update
 (``contributions``, ``models``) are ReplacingMergeTree on ``version``: read them with
 ``FINAL``. The ledger is a plain MergeTree: sum it with ``GROUP BY``. ``inbox`` holds
 events received but not yet processed (waiting for the event-time watermark);
-those whose ``event_id`` is in ``events`` are done.
+those whose ``event_id`` is in ``events`` are done. ``outbox`` records up to which
+``seq`` the output messages were delivered to Kafka (written after delivery).
 """
 from __future__ import annotations
 
@@ -91,6 +92,7 @@ TABLES: dict[str, Table] = {t.name: t for t in [
     Table("inbox", (
         ("event_id", "String"), ("topic", LC), ("ts", TS), ("payload", "String")),
         "MergeTree", "(ts, event_id)"),
+    Table("outbox", (("seq", "UInt64"),), "MergeTree", "seq"),
     Table("events", (
         ("seq", "UInt64"), ("event_id", "String"), ("type", LC), ("topic", LC), ("ts", TS),
         ("status", LC), ("payload", "String")),
@@ -99,4 +101,4 @@ TABLES: dict[str, Table] = {t.name: t for t in [
 
 # Written last: the commit marker of a batch.
 WRITE_ORDER: list[str] = [n for n in TABLES if n != "events"] + ["events"]
-DERIVED_TABLES: list[str] = [n for n in TABLES if n not in ("events", "inbox")]
+DERIVED_TABLES: list[str] = [n for n in TABLES if n not in ("events", "inbox", "outbox")]

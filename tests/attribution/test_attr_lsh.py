@@ -17,17 +17,20 @@ def test_optimal_params_match_datasketch_and_favour_recall():
     assert (b, r) == (16, 8) and 1 - (1 - 0.8 ** r) ** b > 0.9
 
 
-def test_index_matches_brute_force_band_sharing():
-    rng = np.random.default_rng(0)
-    lsh = LSHIndex(num_perm=12, bands=4, rows=3, seed=5)
-    sigs = rng.integers(0, 2, (300, 12)).astype(np.uint32)  # tiny alphabet: many collisions
+@pytest.mark.parametrize("alphabet,bands,rows", [(2, 4, 3), (300, 12, 1)])
+def test_index_matches_brute_force_band_sharing(alphabet, bands, rows):
+    rng = np.random.default_rng(0)  # tiny alphabet: many collisions; big one: table growth
+    lsh = LSHIndex(num_perm=12, bands=bands, rows=rows, seed=5)
+    sigs = rng.integers(0, alphabet, (300, 12)).astype(np.uint32)
     ids = rng.permutation(1000)[:300]
     for i, s in zip(ids, sigs):
         lsh.insert(int(i), s)
-    for q in rng.integers(0, 2, (40, 12)).astype(np.uint32):
-        share = [(q.reshape(4, 3) == s.reshape(4, 3)).all(axis=1).any() for s in sigs]
+    for q in np.concatenate([rng.integers(0, alphabet, (40, 12)), sigs[:5]]).astype(np.uint32):
+        share = [(q[:bands * rows].reshape(bands, rows) == s[:bands * rows].reshape(bands, rows))
+                 .all(axis=1).any() for s in sigs]
         assert lsh.query(q).tolist() == sorted(ids[np.asarray(share)].tolist())
-    assert np.array_equal(band_keys(sigs[0], 4, 3, lsh.seed), band_keys.py_func(sigs[0], 4, 3, lsh.seed))
+    assert np.array_equal(band_keys(sigs[0], bands, rows, lsh.seed),
+                          band_keys.py_func(sigs[0], bands, rows, lsh.seed))
     assert np.array_equal(lsh.signature_of(int(ids[7])), sigs[7])
     with pytest.raises(ValueError):
         lsh.insert(int(ids[0]), sigs[0])

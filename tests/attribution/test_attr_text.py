@@ -51,15 +51,16 @@ def test_batch_equals_single(texts):
 
 
 def test_odd_input_surrogates_nul_astral():
-    for s in ["a\ud800b", "x\0y", "😀 emoji𝔘𝔫𝔦", "\U000e0041tag", "a\U0010fffdb", ""]:
+    for s in ["a\ud800b", "x\0y", "😀 emoji𝔘𝔫𝔦", "\U000e0041tag", "a\U0010fffdb", "",
+              "STRAẞE İstanbul ΣΊΣΥΦΟΣ ﬃ Ǆ 𐐀𐐨", "ŉ ǰ ΐ ﬓ"]:  # multi-char case foldings
         assert np.array_equal(T.token_hashes(s), ref_tokens(s))
 
 
 def test_kernel_matches_py_func():
-    buf = np.frombuffer("Grüße aus Köln\0two docs\0".encode(), dtype=np.uint8)
+    buf = np.frombuffer("GRÜSSE aus KÖLN\0two ẞ\0".encode(), dtype=np.uint8)
     T._tokenize("ü")  # builds plane 0
-    a = T.tokenize_utf8(buf, T._CLASS)
-    b = T.tokenize_utf8.py_func(buf, T._CLASS)
+    args = (buf, T._CLASS, T._FOLD_CP, T._FOLD_OFF, T._FOLD_POOL)
+    a, b = T.tokenize_utf8(*args), T.tokenize_utf8.py_func(*args)
     assert all(np.array_equal(x, y) for x, y in zip(a[:2], b[:2])) and a[2] == b[2] == -1
     assert a[1].tolist() == [0, 3, 5, 5]
 

@@ -8,7 +8,7 @@ from numba.core.registry import CPUDispatcher
 from attribution import warmup
 secs = warmup()
 mods = [importlib.import_module("attribution." + m) for m in
-        ("text", "shingles", "minhash", "lsh", "span_kernels", "split")]
+        ("text", "shingles", "minhash", "lsh", "vocab", "span_kernels", "split")]
 def table():
     out = {}
     for m in mods:
@@ -21,8 +21,8 @@ before = table()
 ENTRY = ["text.tokenize_utf8", "text.sequence_hash", "text.hash_words", "shingles.shingles",
          "shingles.shingles_batch", "minhash.sketch", "minhash.sketch_batch",
          "minhash.sketch_tokens_batch", "lsh.band_keys", "lsh.table_insert", "lsh.table_query",
-         "lsh.table_rehash", "span_kernels.vocab_ids", "span_kernels.vocab_add",
-         "span_kernels.vocab_rehash", "span_kernels.build_main", "span_kernels.mem_insert",
+         "lsh.table_rehash", "vocab.vocab_ids", "vocab.vocab_add",
+         "vocab.vocab_rehash", "span_kernels.build_main", "span_kernels.mem_insert",
          "span_kernels.find_spans", "span_kernels.attribute_matches", "split.split_quantized"]
 # a production-like sequence with the caller's own types, growing every table
 import numpy as np

@@ -1,0 +1,153 @@
+"""Faults against the real broker: SIGKILL the worker at random points, restart the
+broker mid-run. The final ledger must equal the uninterrupted one: same rows, same
+sums, same epoch roots; the reward stream (deduplicated by entry_id) must equal it too."""
+from __future__ import annotations
+
+import json
+import random
+import signal
+import time
+import uuid
+
+import pytest
+from support.kafka import local_kafka_settings
+from support.worker import WorkerProcess
+
+from poa.kafka_local import LocalKafka, reset_topics
+from poa.scenario import generate
+from processors.core import Core, Result
+from processors.replay import replay
+from streams import topics
+from streams.producer import produce_records
+
+pytestmark = pytest.mark.kafka
+SEED, SCALE = 5, 0.5
+
+
+@pytest.fixture(scope="module")
+def workload():
+    return [(t, line.encode()) for t, line in generate(seed=SEED, scale=SCALE).records]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(workload, tmp_path_factory):
+    """The replay path on the same messages: the reference ledger."""
+    from poa.settings import Settings
+    core = Core(Settings(home=tmp_path_factory.mktemp("ref")))
+
+    class Capture:
+        rows: dict = {}
+
+        def write(self, rows):
+            for k, v in rows.items():
+                self.rows.setdefault(k, []).extend(v)
+
+    cap = Capture()
+    cap.rows = {}
+    replay(workload, core, cap)
+    return core, cap.rows
+
+
+def ledger(sink):
+    _, rows = sink.query(f"SELECT entry_id, epoch, account, role, source, amount, ref_event_id "
+                         f"FROM {sink.database}.reward_ledger ORDER BY entry_id")
+    return rows
+
+
+def expected_ledger(rows):
+    return sorted((r["entry_id"], r["epoch"], r["account"], r["role"], r["source"], r["amount"],
+                   r["ref_event_id"]) for r in rows["reward_ledger"])
+
+
+def stream_sums(bootstrap: str) -> dict[str, int]:
+    from kafka import KafkaConsumer, TopicPartition
+    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    parts = [TopicPartition(topics.REWARDS, p) for p in c.partitions_for_topic(topics.REWARDS)]
+    c.assign(parts)
+    c.seek_to_beginning(*parts)
+    end = c.end_offsets(parts)
+    seen, sums = set(), {}
+    while any(c.position(tp) < end[tp] for tp in parts):
+        for recs in c.poll(timeout_ms=500).values():
+            for r in recs:
+                credit = json.loads(r.value)
+                assert r.key.decode() == credit["account"]
+                if credit["entry_id"] not in seen:
+                    seen.add(credit["entry_id"])
+                    sums[credit["account"]] = sums.get(credit["account"], 0) + credit["amount"]
+    c.close()
+    return sums
+
+
+def start(tmp_path, bootstrap, ch_http, sink, group):
+    return WorkerProcess(tmp_path / "w", POA_KAFKA_BOOTSTRAP=bootstrap, POA_STORE_ENGINE="http",
+                         POA_CLICKHOUSE_URL=f"http://127.0.0.1:{ch_http.port}",
+                         POA_CLICKHOUSE_DATABASE=sink.database, POA_WORKER_ID=group,
+                         POA_WORKER_SESSION_TIMEOUT_S="8").start()
+
+
+def check(sink, bootstrap, uninterrupted):
+    core, rows = uninterrupted
+    db = sink.database
+    assert ledger(sink) == expected_ledger(rows)
+    assert sink.scalar(f"SELECT count() - uniqExact(entry_id) FROM {db}.reward_ledger") == 0
+    assert sink.scalar(f"SELECT count() FROM {db}.events") == core.seq
+    _, roots = sink.query(f"SELECT epoch, merkle_root FROM {db}.epochs ORDER BY epoch")
+    assert roots == [(e["epoch"], e["merkle_root"]) for e in rows["epochs"]]
+    _, by_account = sink.query(f"SELECT account, sum(amount) FROM {db}.reward_ledger GROUP BY account")
+    assert stream_sums(bootstrap) == dict(by_account)
+
+
+def wait_done(w, sink, n):
+    w.wait_until(lambda: sink.scalar(f"SELECT count() FROM {sink.database}.events") >= n
+                 and w.status().get("buffered") == 0, timeout_s=300, what=f"{n} events")
+
+
+def test_sigkill_at_random_points(kafka_bootstrap, ch_http, sink, tmp_path, workload, uninterrupted):
+    reset_topics(kafka_bootstrap, 3)
+    produce_records(kafka_bootstrap, workload)
+    group = "poa-test-" + uuid.uuid4().hex[:8]
+    rng = random.Random(SEED)
+    n = uninterrupted[0].seq
+    kills = 0
+    while kills < 6:
+        w = start(tmp_path, kafka_bootstrap, ch_http, sink, group)
+        time.sleep(rng.uniform(2.0, 9.0))  # start-up takes ~5 s: some kills land in it
+        done = sink.scalar(f"SELECT count() FROM {sink.database}.events")
+        assert w.stop(signal.SIGKILL) == -signal.SIGKILL
+        kills += 1
+        if done >= n:
+            break
+    w = start(tmp_path, kafka_bootstrap, ch_http, sink, group)
+    try:
+        wait_done(w, sink, n)
+    finally:
+        assert w.stop() == 0
+    assert kills >= 5
+    check(sink, kafka_bootstrap, uninterrupted)
+
+
+def test_broker_restart_mid_run(kafka_bootstrap, ch_http, sink, tmp_path, workload, uninterrupted):
+    s = local_kafka_settings()
+    if kafka_bootstrap != f"127.0.0.1:{s.kafka_local_port}":
+        pytest.skip("the broker is external: this test restarts the local one")
+    reset_topics(kafka_bootstrap, 3)
+    produce_records(kafka_bootstrap, workload)
+    group = "poa-test-" + uuid.uuid4().hex[:8]
+    w = start(tmp_path, kafka_bootstrap, ch_http, sink, group)
+    w.wait_until(lambda: sink.scalar(f"SELECT count() FROM {sink.database}.events") > 0,
+                 timeout_s=120, what="the first batch")
+    broker = LocalKafka(s)
+    broker.stop()
+    time.sleep(3)
+    broker.start()
+    n = uninterrupted[0].seq
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # a supervisor restarts a worker that gave up
+        if not w.alive():
+            w = start(tmp_path, kafka_bootstrap, ch_http, sink, group)
+        if sink.scalar(f"SELECT count() FROM {sink.database}.events") >= n and w.status().get("buffered") == 0:
+            break
+        time.sleep(1)
+    assert w.stop() == 0
+    check(sink, kafka_bootstrap, uninterrupted)
