@@ -150,7 +150,7 @@ def bigram_slots(toks: np.ndarray, domain: int, bits: int) -> np.ndarray:
 class Familiarity:
     """Streaming word-bigram familiarity model (see the module contract)."""
 
-    def __init__(self, bits: int = 22, warm_bigrams: int = 5_000):
+    def __init__(self, bits: int = 22, warm_bigrams: int = 1_000):
         if not 8 <= bits <= 30:
             raise ValueError(f"bits={bits}: use 8..30 (the table holds 2**bits uint8 counters)")
         self.bits, self.warm_bigrams = bits, warm_bigrams

@@ -154,6 +154,7 @@ class OnlineDawidSkene:
         self.n_votes = 0
         self.ring = np.zeros(retro_window if retro > 0 else 0, dtype=np.int64)
         self.ring_state = np.zeros(3, dtype=np.int64)
+        self._one, self._w = np.zeros(3, dtype=np.int64), np.zeros(1)  # scratch for vote()
 
     def _grow(self, n_validators: int, n_contribs: int, n_votes: int) -> None:
         self.conf, self.vcount = _extend(self.conf, n_validators, 0.0), _extend(self.vcount, n_validators, 0)
@@ -186,7 +187,22 @@ class OnlineDawidSkene:
         """Record one vote (and optionally ``c``'s external prior); returns ``c``'s posterior."""
         if prior is not None:
             self.set_prior(contrib_idx, prior)
-        return float(self.vote_many([validator_idx], [contrib_idx], [accept], [stake])[0])
+        v, c = int(validator_idx), int(contrib_idx)
+        if v < 0 or c < 0:
+            raise ValueError("validators and contributions are dense ints >= 0 (use Interner)")
+        if v >= self.conf.shape[0] or c >= self.head.shape[0] or self.n_votes >= self.vi.shape[0]:
+            self._grow(v + 1, c + 1, self.n_votes + 1)
+        one = self._one
+        one[0], one[1], one[2] = v, c, 1 if accept else 0
+        w = min(self.w_max, max(self.w_min, math.log2(1.0 + max(0.0, float(stake)) / self.stake_ref)))
+        self._w[0] = w
+        out, err = add_votes(self.conf, self.pc, self.vi, self.vf, self.head, self.lprior, self.ext, self.cls,
+                             self.post, self.vcount, self.ring, self.ring_state, self.n_votes,
+                             one[0:1], one[1:2], one[2:3], self._w, self.prm)
+        if err:
+            raise ValueError(f"validator {v} already voted on contribution {c}")
+        self.n_votes += 1
+        return float(out[0])
 
     def vote_many(self, validators, contribs, accepts, stakes) -> np.ndarray:
         """Votes in order, in one kernel call; returns the posterior after each vote."""

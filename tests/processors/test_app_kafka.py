@@ -15,7 +15,7 @@ from support.worker import WorkerProcess
 from poa.kafka_local import reset_topics
 from processors.core import Core, Result
 from processors.replay import step
-from streams.producer import EventProducer
+from streams.producer import produce_records
 
 pytestmark = pytest.mark.kafka
 
@@ -29,13 +29,7 @@ def offline(settings, records) -> Result:
 
 
 def produce(bootstrap: str, records) -> None:
-    with EventProducer(bootstrap) as p:
-        for topic, raw in records:
-            try:
-                key = json.loads(raw).get("contribution_id") or json.loads(raw).get("model_id")
-            except ValueError:
-                key = None
-            p.send_raw(topic, raw, key=key.encode() if key else None)
+    produce_records(bootstrap, records)
 
 
 @pytest.fixture
@@ -112,3 +106,50 @@ def test_worker_with_embedded_store_then_poa_sql(topics_fresh, settings, tmp_pat
     for r in expected.rows["reward_ledger"]:
         want[r["role"]] = want.get(r["role"], 0) + r["amount"]
     assert got == want
+
+
+def hostile_messages(seed: int = 13, n: int = 120) -> list[tuple[str, bytes]]:
+    import random
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        kind = i % 6
+        if kind == 0:
+            raw = rng.randbytes(rng.randint(0, 200))
+        elif kind == 1:
+            depth = rng.randint(30, 3000)
+            raw = b"[" * depth + b"]" * depth
+        elif kind == 2:
+            raw = json.dumps({"event_id": f"h{i}", "type": "usage", "ts": "2026-01-01T00:00:00Z",
+                              "request_id": "r", "model_id": "m", "fee": rng.choice([-1, 1.5, "7", None, True]),
+                              "output": "x"}).encode()
+        elif kind == 3:
+            raw = json.dumps({"event_id": f"h{i}", "type": "contribution", "ts": "not a time"}).encode()
+        elif kind == 4:
+            raw = ("\ud800" + chr(rng.randint(0x80, 0x10FFFF))).encode("utf-8", "surrogatepass")
+        else:
+            raw = json.dumps({"event_id": f"h{i}", "type": "usage", "ts": "2026-01-01T00:00:00Z",
+                              "request_id": "r", "model_id": "m", "fee": 1,
+                              "output": "y" * ((1 << 20) + rng.randint(1, 1000))}).encode()
+        out.append((rng.choice(["poa.usage", "poa.contributions", "poa.validations", "poa.models"]), raw))
+    return out
+
+
+def test_worker_survives_hostile_messages(topics_fresh, ch_http, sink, tmp_path):
+    msgs = hostile_messages()
+    produce(topics_fresh, msgs + msgs[:30])  # and some re-delivered
+    distinct = len({m for m in msgs})
+    env = dict(POA_KAFKA_BOOTSTRAP=topics_fresh, POA_STORE_ENGINE="http",
+               POA_CLICKHOUSE_URL=f"http://127.0.0.1:{ch_http.port}",
+               POA_CLICKHOUSE_DATABASE=sink.database, POA_WORKER_ID="poa-test-" + uuid.uuid4().hex[:8])
+    w = WorkerProcess(tmp_path / "w", **env).start()
+    db = sink.database
+    try:
+        w.wait_until(lambda: sink.scalar(f"SELECT count() FROM {db}.deadletter") >= distinct,
+                     what=f"{distinct} dead letters")
+        assert w.alive()
+    finally:
+        assert w.stop() == 0, w.log_tail()
+    assert sink.scalar(f"SELECT count() FROM {db}.deadletter") == distinct
+    assert sink.scalar(f"SELECT countIf(reason = '') FROM {db}.deadletter") == 0
+    assert sink.scalar(f"SELECT count() FROM {db}.reward_ledger") == 0
