@@ -50,8 +50,9 @@ def refresh(conf, pc, vi, vf, head, lprior, ext, cls, post, c, prm):
     (clamp, prior_votes, retro). ``cls`` = [sum of posteriors, count, a0, b0] (class prior)."""
     if ext[c]:
         L = lprior[c]
-    else:
-        pg = (cls[0] + cls[2]) / (cls[1] + cls[2] + cls[3])
+    else:  # leave-one-out: the class prior of the others
+        own = 1.0 if head[c] >= 0 else 0.0
+        pg = (cls[0] - own * post[c] + cls[2]) / (cls[1] - own + cls[2] + cls[3])
         L = math.log(pg / (1.0 - pg))
     e = head[c]
     while e >= 0:

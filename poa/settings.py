@@ -70,8 +70,14 @@ class Settings(BaseSettings):
     keys_file: Path | None = None  # JSON account -> hex ed25519 public key (streams/signing.py)
     require_signatures: bool = False
 
-    # --- attribution
+    # --- attribution (a replay must use the same values to reproduce a ledger)
     span_min_tokens: int = 8
+    neardup_threshold: float = 0.8  # estimated Jaccard of word 5-gram shingles
+    minhash_num_perm: int = 128
+    minhash_seed: int = 1
+    influence_mix: float = 0.3  # share of the operator's influence scores when spans matched
+    inherit_defaults: dict[str, float] = {"pretrain": 0.0, "finetune": 0.5, "lora": 0.7,
+                                          "distill": 0.8, "merge": 1.0}
 
     @model_validator(mode="after")
     def _check_shares(self) -> "Settings":

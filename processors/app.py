@@ -72,6 +72,7 @@ class Pipeline:
         self.last_message_s = time.monotonic()
         self.in_flight = 0
         self.first_message_unix_s: float | None = None
+        self.warmup_s = 0.0
         self.app: faust.App | None = None
 
     def restore(self) -> int:
@@ -187,7 +188,7 @@ class Pipeline:
         status = {"seq": self.core.seq, "buffered": len(self.core.buffer), "waiting": st.waiting,
                   "processed": st.processed, "deadlettered": st.deadlettered,
                   "redelivered": st.redelivered, "late": st.late, "batches": self.batches,
-                  "first_message_unix_s": self.first_message_unix_s,
+                  "first_message_unix_s": self.first_message_unix_s, "warmup_s": self.warmup_s,
                   "updated_unix_s": time.time()}
         path = self.s.status_file
         tmp = path.with_suffix(".tmp")
@@ -197,8 +198,12 @@ class Pipeline:
 
 
 def build_app(settings: Settings, sink: Sink | None = None) -> tuple[faust.App, Pipeline]:
+    from attribution import warmup
+    warm_s = warmup()
+    log.info("numba kernels ready in %.1fs", warm_s)
     sink = sink or open_sink(settings)
     pipe = Pipeline(settings, sink)
+    pipe.warmup_s = warm_s
     t0 = time.monotonic()
     n = pipe.restore()
     log.info("core rebuilt from %d logged events (+%d buffered) in %.1fs", n,

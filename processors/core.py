@@ -29,11 +29,14 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from attribution.spans import NgramIndex
-from attribution.text import content_hash, token_hashes
+from attribution.lsh import NearDupIndex
+from attribution.shingles import shingles
+from attribution.spans import SpanIndex, allowed_mask_from
+from attribution.text import sequence_hash, token_hashes
 from poa.settings import Settings
 from processors.epochs import EpochBook
 from processors.ledger import fee_credits
+from processors.lineage import lineage_mass
 from processors.messages import deadletter_message, flag_message, reward_message
 from processors.order import Watermarks, order_key
 from streams import topics
@@ -109,7 +112,9 @@ class Core:
         self.models: dict[str, Model] = {}
         self.validator_votes: dict[str, list[int]] = {}  # validator -> [agree, total]
         self.waiting: dict[str, list[tuple[str, object]]] = {}
-        self.index = NgramIndex(settings.span_min_tokens)
+        self.index = SpanIndex(settings.span_min_tokens)
+        self.neardup = NearDupIndex(settings.minhash_num_perm, settings.neardup_threshold,
+                                    seed=settings.minhash_seed)
         self.stats = Stats()
         self.buffer: list[tuple[tuple, str, object]] = []  # heap of (order key, topic, event)
         self.buffered: dict[str, tuple[str, object]] = {}
@@ -328,22 +333,32 @@ class Core:
                              "by an earlier event", encode(ev))
             return
         toks = token_hashes(ev.content)
-        h = content_hash(ev.content)
+        h = f"{int(sequence_hash(toks)):016x}"
         c = ContributionState(len(self.by_idx), ev.contribution_id, ev.contributor, ev.datanet,
                               ev.kind, ev.ts, "pending", "", h, int(toks.shape[0]),
                               ev.license or "", ev.stake or 0)
         self.contribs[c.contribution_id] = c
         self.by_idx.append(c)
         first = self.by_hash.get(h)
-        if first is not None:
-            c.status, c.duplicate_of = "duplicate", first
+        if first is not None:  # exact duplicate: the family's earliest member
+            f = self.contribs[first]
+            c.status, c.duplicate_of = "duplicate", f.duplicate_of or f.contribution_id
             self.stats.duplicates += 1
             self._flag(res, c, "exact_duplicate", 1.0, f"same normalized content as {first}",
                        ev.ts, ev.event_id)
         else:
             self.by_hash[h] = c.contribution_id
-            self.index.add(c.idx, toks)
-            self.by_datanet.setdefault(c.datanet, []).append(c.idx)
+            match, jaccard = self.neardup.check_and_add(c.idx, shingles(toks))
+            if match >= 0:
+                c.status = "duplicate"
+                c.duplicate_of = self.by_idx[self.neardup.root_of(match)].contribution_id
+                self.stats.duplicates += 1
+                self._flag(res, c, "near_duplicate", jaccard,
+                           f"estimated Jaccard {jaccard:.3f} with {self.by_idx[match].contribution_id}",
+                           ev.ts, ev.event_id)
+            else:
+                self.index.add(c.idx, toks)
+                self.by_datanet.setdefault(c.datanet, []).append(c.idx)
         res.add("contributions", self._contribution_row(c, ev.event_id))
         self._release(res, "contribution:" + ev.contribution_id)
 
@@ -411,52 +426,97 @@ class Core:
     def _eligible(self, c: ContributionState) -> bool:
         return c.status not in ("duplicate", "rejected", "spam")
 
+    def _eligible_in(self, datanets) -> list[int]:
+        return [i for dn in datanets for i in self.by_datanet.get(dn, ())
+                if self._eligible(self.by_idx[i])]
+
+    def _attribute(self, ev: Usage, toks: np.ndarray) -> tuple[dict, dict, int]:
+        """Weights per (contribution idx, via model) summing to 1 (or empty), the evidence
+        label per via model, and the matched output tokens. See processors/lineage.py."""
+        nodes = lineage_mass(self.models, ev.model_id, self.s.inherit_defaults)
+        per_node = {m: self._eligible_in(d.datanet for d in self.models[m].datanets) for m, _, _ in nodes}
+        all_ids = sorted({i for ids in per_node.values() for i in ids})
+        if not all_ids:
+            return {}, {}, 0
+        docs, credit, matched = self.index.attribute(toks, allowed_mask_from(all_ids, len(self.by_idx)))
+        span = dict(zip(docs.tolist(), credit.tolist()))
+        weights: dict[tuple[int, str], float] = {}
+        evidence: dict[str, str] = {}
+        for m, mass, _ in nodes:
+            ids = per_node[m]
+            if not ids:
+                continue
+            hits = {i: span[i] for i in ids if i in span}
+            if hits:
+                total, evidence[m] = sum(hits.values()), "span"
+                for i, w in hits.items():
+                    weights[(i, m)] = weights.get((i, m), 0.0) + mass * w / total
+            else:  # no evidence through this model: pro rata over its datanets (by datanet weight)
+                evidence[m] = "pro_rata"
+                dw = {d.datanet: d.weight for d in self.models[m].datanets}
+                counts: dict[str, int] = {}
+                for i in ids:
+                    counts[self.by_idx[i].datanet] = counts.get(self.by_idx[i].datanet, 0) + 1
+                norm = sum(dw[dn] for dn in counts)
+                for i in ids:
+                    dn = self.by_idx[i].datanet
+                    weights[(i, m)] = weights.get((i, m), 0.0) + mass * dw[dn] / norm / counts[dn]
+        total = sum(weights.values())
+        weights = {k: w / total for k, w in weights.items()} if total > 0 else {}
+        if ev.influence and weights:  # the operator's own attribution, over eligible contributions
+            by_cid = {self.by_idx[i].contribution_id: i for i, _ in weights}
+            infl = {by_cid[x.contribution_id]: x.score for x in ev.influence if x.contribution_id in by_cid}
+            isum = sum(infl.values())
+            if isum > 0:
+                mix = self.s.influence_mix if any(e == "span" for e in evidence.values()) else 1.0
+                doc_total: dict[int, float] = {}
+                for (i, m), w in weights.items():
+                    doc_total[i] = doc_total.get(i, 0.0) + w
+                new = {k: (1 - mix) * w for k, w in weights.items()}
+                for i, sc in infl.items():  # influence flows through the doc's via-models pro rata
+                    vias = [(k, w) for k, w in weights.items() if k[0] == i]
+                    for k, w in vias:
+                        new[k] += mix * sc / isum * w / doc_total[i]
+                weights = {k: w for k, w in new.items() if w > 0}
+                evidence = {m: (e + "+influence" if mix < 1.0 else "influence") for m, e in evidence.items()}
+        return weights, evidence, matched
+
     def _usage(self, res: Result, ev: Usage) -> None:
         model = self.models[ev.model_id]
-        datanets = sorted({d.datanet for m in self.lineage(ev.model_id)
-                           for d in self.models[m].datanets})
-        allowed = {i for dn in datanets for i in self.by_datanet.get(dn, ())
-                   if self._eligible(self.by_idx[i])}
         toks = token_hashes(ev.output)
-        docs, w, matched = self.index.attribute(toks, allowed)
-        evidence = "span"
-        if not docs and allowed:
-            docs, evidence = sorted(allowed), "pro_rata"
-            w = np.full(len(docs), 1.0 / len(docs))
-        elif not docs:
-            evidence = "none"
-        if ev.influence and docs is not None:
-            infl = {i.contribution_id: i.score for i in ev.influence}
-            iw = np.asarray([infl.get(self.by_idx[d].contribution_id, 0.0) for d in docs])
-            if iw.sum() > 0:
-                mix = 0.3 if evidence == "span" else 1.0
-                w = (1 - mix) * np.asarray(w) + mix * iw / iw.sum()
-                evidence = "span+influence" if evidence == "span" else "influence"
-        cs = [self.by_idx[d] for d in docs]
+        weights, evidence, matched = self._attribute(ev, toks)
         epoch = self.book.booking_epoch(ev.ts)
-        for c, wi in zip(cs, w):
-            self.book.add_contributor_evidence(c.contributor, float(wi))
+        contributors, cweights, per_doc = [], [], {}
+        for (i, via), w in sorted(weights.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+            c = self.by_idx[i]
+            per_doc[i] = per_doc.get(i, 0.0) + w
+            contributors.append(c.contributor)
+            cweights.append(w)
+            self.book.add_contributor_evidence(c.contributor, w)
             res.add("attributions", {"request_id": ev.request_id, "model_id": ev.model_id,
                                      "contribution_id": c.contribution_id,
                                      "contributor": c.contributor, "datanet": c.datanet,
-                                     "weight": float(wi), "evidence": evidence, "ts": ev.ts,
-                                     "event_id": ev.event_id, "seq": self.seq})
+                                     "via_model": via, "weight": w, "evidence": evidence[via],
+                                     "ts": ev.ts, "event_id": ev.event_id, "seq": self.seq})
         validators, vweights = [], []
-        for c, wi in zip(cs, w):
-            acc = [(v, st) for v, (verdict, st) in sorted(c.voters.items()) if verdict == "accept"]
+        for i, wi in sorted(per_doc.items()):
+            acc = [(v, st) for v, (verdict, st) in sorted(self.by_idx[i].voters.items()) if verdict == "accept"]
             total = sum(st for _, st in acc)
             for v, st in acc:
                 validators.append(v)
-                vweights.append(float(wi) * st / total)
+                vweights.append(wi * st / total)
         credits = fee_credits(fee=ev.fee, shares_bps=self.s.shares_bps, operator=model.operator,
-                              contributors=[c.contributor for c in cs],
-                              contributor_weights=[float(x) for x in w],
+                              contributors=contributors, contributor_weights=cweights,
                               validators=validators, validator_weights=vweights,
                               treasury=self.s.treasury_account, ref_event_id=ev.event_id,
                               ts=ev.ts, epoch=epoch, seq=self.seq)
+        labels = set(evidence.values())
+        summary = ("none" if not weights else labels.pop() if len(labels) == 1 else "mixed")
+        lineage = sum(w for (_, via), w in weights.items() if via != ev.model_id)
         res.add("usage", {"request_id": ev.request_id, "model_id": ev.model_id, "fee": ev.fee,
                           "output_tokens": int(toks.shape[0]), "matched_tokens": matched,
-                          "evidence": evidence, "contributions": len(cs), "ts": ev.ts,
+                          "evidence": summary, "contributions": len(per_doc),
+                          "lineage_share": lineage, "ts": ev.ts,
                           "event_id": ev.event_id, "seq": self.seq})
         self.stats.fees_micro += ev.fee
         self._book(res, credits)

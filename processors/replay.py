@@ -84,6 +84,8 @@ def replay(lines: Iterable[tuple[str, bytes]], core: Core, sink: Sink, batch_eve
 
 def replay_file(path: Path, settings: Settings, sink: Sink,
                 on_progress: Callable[[int], None] | None = None) -> Core:
+    from attribution import warmup
+    warmup()
     sink.ensure_schema()
     core = Core(settings)
     restore(core, sink)

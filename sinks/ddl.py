@@ -67,11 +67,13 @@ TABLES: dict[str, Table] = {t.name: t for t in [
     Table("usage", (
         ("request_id", "String"), ("model_id", "String"), ("fee", "Int64"),
         ("output_tokens", "UInt32"), ("matched_tokens", "UInt32"), ("evidence", LC),
-        ("contributions", "UInt32"), ("ts", TS), ("event_id", "String"), ("seq", "UInt64")),
+        ("contributions", "UInt32"), ("lineage_share", "Float64"), ("ts", TS),
+        ("event_id", "String"), ("seq", "UInt64")),
         "MergeTree", "(model_id, ts, request_id)"),
     Table("attributions", (
         ("request_id", "String"), ("model_id", "String"), ("contribution_id", "String"),
-        ("contributor", "String"), ("datanet", LC), ("weight", "Float64"), ("evidence", LC),
+        ("contributor", "String"), ("datanet", LC), ("via_model", "String"), ("weight", "Float64"),
+        ("evidence", LC),
         ("ts", TS), ("event_id", "String"), ("seq", "UInt64")),
         "MergeTree", "(model_id, ts, request_id, contribution_id)"),
     Table("reward_ledger", (
