@@ -95,8 +95,9 @@ class FarmClusters:
     """Union-find over cross-account duplicate edges (see the module contract)."""
 
     def __init__(self, min_accounts: int = 4, burst_s: float | None = 600.0, capacity: int = 1024):
-        if min_accounts < 2:
-            raise ValueError(f"min_accounts={min_accounts}: a farm needs at least 2 accounts")
+        if min_accounts < 2 or (burst_s is not None and not burst_s >= 0):
+            raise ValueError(f"min_accounts={min_accounts}, burst_s={burst_s}: a farm needs at least 2 "
+                             "accounts and a window of >= 0 seconds (None: no time condition)")
         self.min_accounts, self.burst_s = int(min_accounts), burst_s
         self.parent = np.arange(capacity, dtype=np.int64)
         self.size = np.ones(capacity, dtype=np.int64)
@@ -147,6 +148,8 @@ class FarmClusters:
         return np.unique(acc[acc >= 0])
 
     def _window(self, root: int, min_accounts: int, burst_s: float):
+        if not burst_s >= 0:
+            raise ValueError(f"burst_s={burst_s}: use a window of >= 0 seconds, or None")
         m = self.members(root)
         m = m[(~np.isnan(self.ts[m])) & (self.account[m] >= 0)]
         order = np.lexsort((m, self.ts[m]))

@@ -24,11 +24,12 @@ Contract:
   compression < 0.20 (honest >= 0.26, repetitive <= 0.11); repetition > 0.60 (honest <= 0.46);
   entropy_norm < 0.50 (honest >= 0.63, repetitive <= 0.29); words_per_sentence < 5.5 "fragmented"
   (honest >= 7.8, templated <= 4.2) or > 35 "run_on" (honest <= 14.5, salad has no sentence end);
-  familiarity < 0.30 "unfamiliar"; tokens < 8 "too_short".
+  familiarity < 0.30 "unfamiliar" (honest >= 0.43 once warm, low-quality <= 0.06); tokens < 8
+  "too_short". Result on the scenario: 30/30 low-quality texts with >= 2 reasons, 0/300 honest.
 - ``Familiarity(bits=22)``: saturating uint8 counters of hashed word bigrams (4 MiB, no Python
   ``hash``); ``score(toks, domain=0)``, ``learn(toks, domain=0)``. Feed ``learn`` only texts that
-  are not low quality, so spam never teaches the model. Cold until ``warm_bigrams`` distinct slots
-  are filled. ``domain`` (e.g. a datanet index) separates corpora in one table.
+  are not low quality, so spam never teaches the model. Cold (NaN) until ``warm_bigrams`` (1000)
+  distinct slots are filled, i.e. after a handful of texts. ``domain`` (e.g. a datanet index) separates corpora in one table.
 """
 from __future__ import annotations
 

@@ -49,12 +49,12 @@ def events(records, topic: str, typ: str):
         except ValueError:
             continue
         if o.get("type") == typ and isinstance(o.get("ts"), str) and o.get("event_id") not in seen:
+            try:
+                o["ts_s"] = datetime.fromisoformat(o["ts"].replace("Z", "+00:00")).timestamp()
+            except ValueError:  # a malformed record: the worker dead-letters it
+                continue
             seen.add(o.get("event_id"))
             yield o
-
-
-def ts_s(o) -> float:
-    return datetime.fromisoformat(o["ts"].replace("Z", "+00:00")).timestamp()
 
 
 def spam_engine(sc):
@@ -66,7 +66,7 @@ def spam_engine(sc):
     for o in events(sc.records, "poa.contributions", "contribution"):
         if o.get("contribution_id") not in truth or o["contribution_id"] in cids or not isinstance(o.get("content"), str):
             continue
-        c, a, t = cids(o["contribution_id"]), accts(o["contributor"]), ts_s(o)
+        c, a, t = cids(o["contribution_id"]), accts(o["contributor"]), o["ts_s"]
         toks = token_hashes(o["content"])
         reasons = low_quality_reasons(signals(toks, o["content"].encode(), fam))
         if not is_low_quality(reasons):
@@ -82,12 +82,13 @@ def spam_engine(sc):
         shs.append(sh), wls.append(wl), owner.append((a, t))
         ev[c] = {"low_quality": is_low_quality(reasons), "reasons": reasons, "dup": dup,
                  "cross_dup": dup >= 0 and owner[dup][0] != a, "burst": vel.observe(a, t), "farm": False}
+        ev[c]["spam"] = ev[c]["cross_dup"] or ev[c]["low_quality"]
+        ev[c]["spam_ts"] = t if ev[c]["spam"] else None
         if dup >= 0 and farms.add_edge(dup, c, owner[dup][0], a, owner[dup][1], t) >= 0:
-            root = farms.cluster_of(c)
-            for m in farms.farm_members(root):
-                ev[int(m)]["farm"] = True
-    for e in ev.values():
-        e["spam"] = e["cross_dup"] or e["farm"] or e["low_quality"]
+            for m in farms.farm_members(farms.cluster_of(c)):  # may mark earlier members now
+                e = ev[int(m)]
+                e["farm"] = e["spam"] = True
+                e["spam_ts"] = t if e["spam_ts"] is None else e["spam_ts"]
     return accts, cids, ev, farms
 
 
@@ -100,9 +101,9 @@ def vote_arrays(sc, cids: Interner):
                 or (o["validator"], c) in pairs):
             continue
         pairs.add((o["validator"], c))
-        rows.append((vals(o["validator"]), cids.get(c), o["verdict"] == "accept", st))
-    v, c, a, s = (np.array(x) for x in zip(*rows))
-    return vals, v, c, a.astype(np.int64), s.astype(np.float64)
+        rows.append((vals(o["validator"]), cids.get(c), o["verdict"] == "accept", st, o["ts_s"]))
+    v, c, a, s, t = (np.array(x) for x in zip(*rows))
+    return vals, v, c, a.astype(np.int64), s.astype(np.float64), t
 
 
 def best_of(fn, n: int = 5) -> float:
@@ -135,23 +136,33 @@ def main() -> None:
     bursts = {r: [ev[i]["burst"] for i in range(n) if role[truth["contributions"][cids.names[i]]["contributor"]] == r]
               for r in ("honest", "spammer", "farm")}
 
-    vals, v, c, a, s = vote_arrays(sc, cids)
+    vals, v, c, a, s, vts = vote_arrays(sc, cids)
     good = ~bad
     vrole = [truth["validators"][x]["role"] for x in vals.names]
     spam_mask = spam.copy()
 
-    def online(prior_evidence: bool = False, **kw) -> OnlineDawidSkene:
+    def online(**kw) -> OnlineDawidSkene:
         ds = OnlineDawidSkene(**kw)
-        if prior_evidence:
-            for i in np.flatnonzero(spam_mask):
-                ds.set_prior(int(i), SPAM_PRIOR)
         ds.vote_many(v, c, a, s)
+        return ds
+
+    def online_with_evidence() -> OnlineDawidSkene:
+        """Event-time order, as in the worker: spam evidence sets the prior when it appears
+        (a farm member can turn spam after its first votes), votes in between."""
+        ds = OnlineDawidSkene()
+        timeline = sorted([(ev[i]["spam_ts"], 0, i) for i in range(n) if ev[i]["spam"]]
+                          + [(float(t), 1, k) for k, t in enumerate(vts)])
+        for _, kind, k in timeline:
+            if kind == 0:
+                ds.set_prior(k, SPAM_PRIOR)
+            else:
+                ds.vote(int(v[k]), int(c[k]), bool(a[k]), float(s[k]))
         return ds
 
     def acc(p) -> str:
         return f"{((np.asarray(p)[:n] >= 0.5) == good).mean():.4f}"
 
-    ds, dse = online(), online(prior_evidence=True)
+    ds, dse = online(), online_with_evidence()
     from crowdkit.aggregation import DawidSkene, MajorityVote
     import pandas as pd
     df = pd.DataFrame({"task": c, "worker": v, "label": a})
@@ -195,7 +206,12 @@ def main() -> None:
         f"{sum(r == 'accepts_spam' for _, r, _ in sus)} validators")
     row("posterior acc: online DS", acc(ds.post), "votes only, stake-tempered")
     row("posterior acc: online DS + sweep", acc((lambda d: (d.sweep(20), d.post)[1])(online())), "20 EM passes")
-    row("posterior acc: online DS + evidence", acc(dse.post), f"spam evidence -> prior {SPAM_PRIOR}")
+    row("posterior acc: online DS + evidence", acc(dse.post),
+        f"spam evidence -> prior {SPAM_PRIOR}, event-time order")
+    st_count = {k: [dse.status(i) == k for i in range(n)] for k in ("accepted", "rejected", "pending")}
+    row("status with evidence (accepted/rejected/pending)", " / ".join(str(sum(x)) for x in st_count.values()),
+        f"wrong: {sum(good[i] != x for i, x in enumerate(st_count['accepted']) if x or st_count['rejected'][i])} "
+        "decided; accept_at 0.8, reject_at 0.2")
     row("posterior acc: online DS, no inversion", acc(online(allow_inverted=False).post), "allow_inverted=False")
     row("posterior acc: online DS, stake-amplified", acc(online(stake_ref=100e6, w_max=2.0).post),
         "w up to 2 from 100 tokens")

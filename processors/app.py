@@ -30,7 +30,10 @@ import json
 import logging
 import time
 
+from datetime import datetime, timezone
+
 import faust
+from faust.types import TP
 
 from poa.settings import Settings
 from processors.core import Core, Result
@@ -73,6 +76,7 @@ class Pipeline:
         self.in_flight = 0
         self.first_message_unix_s: float | None = None
         self.warmup_s = 0.0
+        self.arrived_ms: dict[str, float] = {}  # event_id -> Kafka record time, until processed
         self.app: faust.App | None = None
 
     def restore(self) -> int:
@@ -128,15 +132,21 @@ class Pipeline:
             self.last_message_s = time.monotonic()
 
     async def _handle(self, topic: str, events: list) -> None:
+        t0 = time.monotonic()
         res = Result()
+        last_offset: dict[int, int] = {}
         for e in events:
             msg = e.message
             raw = e.value if isinstance(e.value, bytes) else bytes(e.value or b"")
+            before = len(self.core._inbox_new)
             try:
                 res.extend(self.core.process(topic, raw, msg.partition, self._caught_up(msg)))
             except Exception as exc:  # a bug must not lose the message: dead-letter it
                 log.exception("internal error on %s[%d]@%d", topic, msg.partition, msg.offset)
                 res.extend(self.core.internal_error(topic, raw, exc))
+            if len(self.core._inbox_new) > before and msg.timestamp:
+                self.arrived_ms[self.core._inbox_new[-1]] = msg.timestamp * 1000.0
+            last_offset[msg.partition] = msg.offset
         if self.expected is None:  # the partitions with data when consumption began
             try:
                 self.expected = await asyncio.to_thread(pending_sources, self.s)
@@ -146,7 +156,27 @@ class Pipeline:
         wm = self.core.marks.value(self.expected)
         if wm is not False:
             res.extend(self.core.release(wm))
+        res.rows["pipeline_metrics"] = [self._metrics(topic, len(events), res, last_offset, t0)]
         await self._commit(res)
+
+    def _metrics(self, topic: str, n: int, res: Result, last_offset: dict[int, int], t0: float) -> dict:
+        """One row of pipeline health per batch (wall-clock time; not part of the ledger)."""
+        now_ms = time.time() * 1000.0
+        lat = sorted(now_ms - self.arrived_ms.pop(r["event_id"]) for r in res.rows.get("events", [])
+                     if r["event_id"] in self.arrived_ms)
+        lag = 0
+        for p, off in last_offset.items():
+            try:
+                hw = self.app.consumer.highwater(TP(topic, p))
+            except Exception:
+                hw = None
+            lag += max(0, (hw or 0) - off - 1)
+        pick = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]) if lat else (lambda q: 0.0)
+        return {"ts": datetime.now(timezone.utc), "worker": self.s.worker_id, "topic": topic,
+                "messages": n, "deadlettered": len(res.rows.get("deadletter", [])),
+                "released": len(res.rows.get("events", [])), "buffered": len(self.core.buffer),
+                "lag": lag, "batch_ms": (time.monotonic() - t0) * 1000.0,
+                "e2l_p50_ms": pick(0.5), "e2l_p99_ms": pick(0.99), "e2l_max_ms": lat[-1] if lat else 0.0}
 
     def _idle(self) -> bool:
         return (bool(self.core.buffer) and self.in_flight == 0

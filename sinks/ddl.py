@@ -94,6 +94,11 @@ TABLES: dict[str, Table] = {t.name: t for t in [
     Table("inbox", (
         ("event_id", "String"), ("topic", LC), ("ts", TS), ("payload", "String")),
         "MergeTree", "(ts, event_id)"),
+    Table("pipeline_metrics", (
+        ("ts", TS), ("worker", LC), ("topic", LC), ("messages", "UInt32"), ("deadlettered", "UInt32"),
+        ("released", "UInt32"), ("buffered", "UInt32"), ("lag", "Int64"), ("batch_ms", "Float64"),
+        ("e2l_p50_ms", "Float64"), ("e2l_p99_ms", "Float64"), ("e2l_max_ms", "Float64")),
+        "MergeTree", "(topic, ts)", "toYYYYMMDD(ts)"),
     Table("outbox", (("seq", "UInt64"),), "MergeTree", "seq"),
     Table("events", (
         ("seq", "UInt64"), ("event_id", "String"), ("type", LC), ("topic", LC), ("ts", TS),
@@ -103,4 +108,4 @@ TABLES: dict[str, Table] = {t.name: t for t in [
 
 # Written last: the commit marker of a batch.
 WRITE_ORDER: list[str] = [n for n in TABLES if n != "events"] + ["events"]
-DERIVED_TABLES: list[str] = [n for n in TABLES if n not in ("events", "inbox", "outbox")]
+DERIVED_TABLES: list[str] = [n for n in TABLES if n not in ("events", "inbox", "outbox", "pipeline_metrics")]

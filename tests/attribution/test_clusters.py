@@ -107,8 +107,11 @@ def test_farm_rule_needs_accounts_in_one_burst():
     fc.add_edge(4, 13, 4, 13, 4 * 86_400.0, 5e5 + 50)  # the farm text also matches a late copy
     assert fc.is_farm(0) and fc.farm_members(0).tolist() == [10, 11, 12, 13]
     assert fc.cluster_of(10_000) == 10_000 and fc.members(10_000).tolist() == [10_000]
-    with pytest.raises(ValueError):
-        FarmClusters(min_accounts=1)
+    for bad in (dict(min_accounts=1), dict(burst_s=-1.0)):
+        with pytest.raises(ValueError):
+            FarmClusters(**bad)
+    with pytest.raises(ValueError, match="burst_s"):
+        fc.is_farm(10, burst_s=float("nan"))
 
 
 @pytest.fixture(scope="module")
