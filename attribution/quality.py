@@ -22,14 +22,16 @@ Contract:
 - Default thresholds, calibrated on ``poa.scenario.generate(seed=7)`` (observed ranges:
   honest 300 texts vs low-quality 30 = repetitive / templated ad copy / word salad):
   compression < 0.20 (honest >= 0.26, repetitive <= 0.11); repetition > 0.60 (honest <= 0.46);
-  entropy_norm < 0.50 (honest >= 0.63, repetitive <= 0.29); words_per_sentence < 5.5 "fragmented"
-  (honest >= 7.8, templated <= 4.2) or > 35 "run_on" (honest <= 14.5, salad has no sentence end);
+  entropy_norm < 0.50 (honest >= 0.63, repetitive <= 0.29); words_per_sentence < 6.5 "fragmented"
+  (honest >= 7.8, templated <= 5.25) or > 35 "run_on" (honest <= 14.5, salad has no sentence end);
   familiarity < 0.30 "unfamiliar" (honest >= 0.43 once warm, low-quality <= 0.06); tokens < 8
   "too_short". Result on the scenario: 30/30 low-quality texts with >= 2 reasons, 0/300 honest.
 - ``Familiarity(bits=22)``: saturating uint8 counters of hashed word bigrams (4 MiB, no Python
-  ``hash``); ``score(toks, domain=0)``, ``learn(toks, domain=0)``. Feed ``learn`` only texts that
-  are not low quality, so spam never teaches the model. Cold (NaN) until ``warm_bigrams`` (1000)
-  distinct slots are filled, i.e. after a handful of texts. ``domain`` (e.g. a datanet index) separates corpora in one table.
+  ``hash``); ``score(toks, domain=0)``, ``learn(toks, domain=0)``. Feed ``learn`` only texts with NO
+  reason at all: a spam text seen while the model is cold (one reason, say "fragmented") would
+  otherwise teach its template and make every later copy of it look familiar. Cold (NaN) until
+  ``warm_bigrams`` (1000) distinct slots are filled, i.e. after a handful of texts. ``domain``
+  (e.g. a datanet index) separates corpora in one table.
 """
 from __future__ import annotations
 
@@ -62,7 +64,7 @@ class Thresholds:
     max_compression: float = 0.20
     max_repetition: float = 0.60
     min_entropy_norm: float = 0.50
-    min_words_per_sentence: float = 5.5
+    min_words_per_sentence: float = 6.5
     max_words_per_sentence: float = 35.0
     min_familiarity: float = 0.30
     min_reasons: int = 2

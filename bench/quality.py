@@ -69,7 +69,7 @@ def spam_engine(sc):
         c, a, t = cids(o["contribution_id"]), accts(o["contributor"]), o["ts_s"]
         toks = token_hashes(o["content"])
         reasons = low_quality_reasons(signals(toks, o["content"].encode(), fam))
-        if not is_low_quality(reasons):
+        if not reasons:  # only clean texts teach the familiarity model
             fam.learn(toks)
         sh, wl = shingles(o["content"]), words(o["content"])
         hits: dict[int, int] = {}
