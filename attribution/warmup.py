@@ -53,4 +53,27 @@ def warmup() -> float:
     NgramIndex(4).attribute(toks, {0})
     split_amount(1000, [1, 2, 3])
     split_amount(1000, np.array([0.5, 0.25]))
+    _warm_spam(toks)
     return time.perf_counter() - t0
+
+
+def _warm_spam(toks: np.ndarray) -> None:
+    from attribution.clusters import FarmClusters
+    from attribution.quality import Familiarity, signals
+    from attribution.reliability import OnlineDawidSkene
+    from attribution.velocity import VelocityTracker
+
+    fam = Familiarity()
+    fam.learn(toks)
+    signals(toks, b"x. y", fam)
+    VelocityTracker().observe(0, 1.0)
+    farms = FarmClusters()
+    farms.add_edge(0, 1, 0, 1, 0.0, 1.0)
+    farms.is_farm(0)
+    farms.farm_members(0)
+    ds = OnlineDawidSkene()
+    ds.vote(0, 0, True, 1e6)
+    ds.set_prior(1, 0.05)
+    ds.vote(1, 1, False, 1e6)
+    ds.suspects(np.zeros(2, dtype=bool))
+    ds.sweep()

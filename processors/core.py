@@ -30,6 +30,8 @@ from datetime import datetime, timezone
 import numpy as np
 
 from attribution.lsh import NearDupIndex
+from attribution.reliability import OnlineDawidSkene
+from attribution.velocity import Interner
 from attribution.shingles import shingles
 from attribution.spans import SpanIndex, allowed_mask_from
 from attribution.text import sequence_hash, token_hashes
@@ -39,6 +41,7 @@ from processors.ledger import fee_credits
 from processors.lineage import lineage_mass
 from processors.messages import deadletter_message, flag_message, reward_message
 from processors.order import Watermarks, order_key
+from processors.spam import SpamGuard
 from streams import topics
 from streams.signing import KeyRegistry
 from streams.events import (Contribution, EventError, Model, Usage, Validation,
@@ -46,6 +49,7 @@ from streams.events import (Contribution, EventError, Model, Usage, Validation,
 
 EPOCH0 = datetime(1970, 1, 1, tzinfo=timezone.utc)
 DEFAULT_STAKE = 1_000_000
+SPAM_PRIOR = 0.05  # P(good) given to duplicates, spam and farm members in the validator model
 MAX_DEADLETTER_PAYLOAD = 1 << 20
 
 
@@ -77,8 +81,6 @@ class ContributionState:
     tokens: int
     license: str
     stake: int
-    accept_stake: int = 0
-    reject_stake: int = 0
     qualities: list[float] = field(default_factory=list)
     voters: dict[str, tuple[str, int]] = field(default_factory=dict)  # validator -> (verdict, stake)
 
@@ -89,6 +91,7 @@ class Stats:
     redelivered: int = 0
     deadlettered: int = 0
     duplicates: int = 0
+    spam: int = 0
     waiting: int = 0
     late: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
@@ -110,7 +113,10 @@ class Core:
         self.by_hash: dict[str, str] = {}
         self.by_datanet: dict[str, list[int]] = {}
         self.models: dict[str, Model] = {}
-        self.validator_votes: dict[str, list[int]] = {}  # validator -> [agree, total]
+        self.validators = Interner()
+        self.ds = OnlineDawidSkene()
+        self.guard = SpamGuard()
+        self.validator_flagged: set[tuple[str, str]] = set()
         self.waiting: dict[str, list[tuple[str, object]]] = {}
         self.index = SpanIndex(settings.span_min_tokens)
         self.neardup = NearDupIndex(settings.minhash_num_perm, settings.neardup_threshold,
@@ -204,7 +210,9 @@ class Core:
         self.last_ts = max(self.last_ts, ev.ts)
         missing = self._missing(ev)
         self._log(res, ev.event_id, ev.type, topic, ev.ts, encode(ev), "waiting" if missing else "ok")
-        emissions, closed = self.book.advance(ev.ts, self.seq)
+        emissions, closed = self.book.advance(ev.ts, self.seq, self._validator_emission_weight)
+        if closed:
+            self._flag_validators(res, ev)
         self._book(res, emissions)
         for row in closed:
             res.add("epochs", row)
@@ -285,6 +293,9 @@ class Core:
             else:
                 self._apply(res, topic, ev)
 
+    def _validator_emission_weight(self, validator: str) -> float:
+        return self.ds.fee_weight(self.validators.get(validator))
+
     def _acting_account(self, ev) -> str:
         if isinstance(ev, Contribution):
             return ev.contributor
@@ -339,7 +350,7 @@ class Core:
                               ev.license or "", ev.stake or 0)
         self.contribs[c.contribution_id] = c
         self.by_idx.append(c)
-        first = self.by_hash.get(h)
+        first, match = self.by_hash.get(h), -1
         if first is not None:  # exact duplicate: the family's earliest member
             f = self.contribs[first]
             c.status, c.duplicate_of = "duplicate", f.duplicate_of or f.contribution_id
@@ -359,8 +370,35 @@ class Core:
             else:
                 self.index.add(c.idx, toks)
                 self.by_datanet.setdefault(c.datanet, []).append(c.idx)
+        self._spam_checks(res, c, ev, toks, first, match if first is None else -1)
         res.add("contributions", self._contribution_row(c, ev.event_id))
         self._release(res, "contribution:" + ev.contribution_id)
+
+    def _spam_checks(self, res: Result, c: ContributionState, ev: Contribution, toks: np.ndarray,
+                     exact_of: str | None, near_idx: int) -> None:
+        """Quality, velocity and farm evidence (processors/spam.py); spam earns nothing."""
+        ts_s = ev.ts.timestamp()
+        verdict = self.guard.check(ev.contributor, ts_s, toks, ev.content)
+        for reason, score, detail in verdict.flags:
+            self._flag(res, c, reason, score, detail, ev.ts, ev.event_id)
+        if verdict.spam and c.status != "duplicate":
+            c.status = "spam"
+        orig = self.contribs[exact_of].idx if exact_of is not None else near_idx
+        if orig >= 0:
+            o = self.by_idx[orig]
+            members, detail = self.guard.duplicate(o.idx, o.contributor, o.ts.timestamp(),
+                                                   c.idx, c.contributor, ts_s)
+            for m in members:
+                mc = self.by_idx[m]
+                self._flag(res, mc, "sybil_farm", 1.0, detail, ev.ts, ev.event_id)
+                if mc.status != "duplicate":
+                    mc.status = "spam"
+                self.ds.set_prior(m, SPAM_PRIOR)
+                if m != c.idx:
+                    res.add("contributions", self._contribution_row(mc, ev.event_id))
+        if c.status in ("duplicate", "spam"):
+            self.ds.set_prior(c.idx, SPAM_PRIOR)
+            self.stats.spam += c.status == "spam"
 
     # ------------------------------------------------------------------ validations
     def _validation(self, res: Result, ev: Validation) -> None:
@@ -372,28 +410,41 @@ class Core:
             return
         stake = ev.stake if ev.stake is not None else DEFAULT_STAKE
         c.voters[ev.validator] = (ev.verdict, stake)
-        if ev.verdict == "accept":
-            c.accept_stake += stake
-        else:
-            c.reject_stake += stake
         if ev.quality is not None:
             c.qualities.append(ev.quality)
+        vi = self.validators(ev.validator)
+        self.ds.vote(vi, c.idx, ev.verdict == "accept", float(stake))
         self.book.add_validator_evidence(ev.validator, 1.0)
         res.add("validations", {"validator": ev.validator, "contribution_id": ev.contribution_id,
                                 "verdict": ev.verdict, "quality": ev.quality, "stake": stake,
                                 "ts": ev.ts, "event_id": ev.event_id, "seq": self.seq})
-        if c.status != "duplicate":
-            c.status = ("accepted" if c.accept_stake > c.reject_stake else
-                        "rejected" if c.reject_stake > c.accept_stake else "pending")
+        if c.status not in ("duplicate", "spam"):
+            c.status = self.ds.status(c.idx)
         res.add("contributions", self._contribution_row(c, ev.event_id))
-        # foundation reliability: share of a validator's votes agreeing with the stake majority
-        agree = (ev.verdict == "accept") == (c.status == "accepted")
-        tally = self.validator_votes.setdefault(ev.validator, [0, 0])
-        tally[0] += int(agree)
-        tally[1] += 1
-        res.add("validator_scores", {"validator": ev.validator,
-                                     "reliability": tally[0] / tally[1], "votes": tally[1],
-                                     "ts": ev.ts, "event_id": ev.event_id, "seq": self.seq})
+        res.add("validator_scores", {"validator": ev.validator, "reliability": self.ds.reliability(vi),
+                                     "votes": self.ds.votes(vi), "ts": ev.ts,
+                                     "event_id": ev.event_id, "seq": self.seq})
+
+    def _validator_weights(self, voters: list[tuple[str, int]]) -> list[float]:
+        """Fee weight of accepting validators: informedness (0 at or below chance) x stake weight."""
+        sw = self.ds.stake_weights([float(st) for _, st in voters])
+        return [self.ds.fee_weight(self.validators.get(v)) * float(w) for (v, _), w in zip(voters, sw)]
+
+    def _flag_validators(self, res: Result, ev) -> None:
+        """At epoch close: validators whose accepts concentrate on spam, or who vote against
+        the consensus, get a flag (contribution_id empty, contributor = the validator)."""
+        mask = np.fromiter((c.status in ("spam", "duplicate") for c in self.by_idx), dtype=bool,
+                           count=len(self.by_idx))
+        for v, reason, score in self.ds.suspects(mask):
+            name = self.validators.names[v]
+            if (name, reason) in self.validator_flagged:
+                continue
+            self.validator_flagged.add((name, reason))
+            row = {"contribution_id": "", "contributor": name, "reason": f"validator_{reason}",
+                   "score": float(score), "detail": f"reliability {self.ds.reliability(v):.3f} after "
+                   f"{self.ds.votes(v)} votes", "ts": ev.ts, "event_id": ev.event_id, "seq": self.seq}
+            res.add("flags", row)
+            res.messages.append(flag_message(row))
 
     # ------------------------------------------------------------------ models
     def _model(self, res: Result, ev: Model) -> None:
@@ -501,10 +552,12 @@ class Core:
         validators, vweights = [], []
         for i, wi in sorted(per_doc.items()):
             acc = [(v, st) for v, (verdict, st) in sorted(self.by_idx[i].voters.items()) if verdict == "accept"]
-            total = sum(st for _, st in acc)
-            for v, st in acc:
-                validators.append(v)
-                vweights.append(wi * st / total)
+            xs = self._validator_weights(acc)
+            total = sum(xs)
+            for (v, _), x in zip(acc, xs):
+                if x > 0:
+                    validators.append(v)
+                    vweights.append(wi * x / total)
         credits = fee_credits(fee=ev.fee, shares_bps=self.s.shares_bps, operator=model.operator,
                               contributors=contributors, contributor_weights=cweights,
                               validators=validators, validator_weights=vweights,

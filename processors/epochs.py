@@ -10,7 +10,8 @@ the previous epoch carried over. At close it is split in two pools by
 ``emission_contributors_bps`` / the rest: contributors by their attribution evidence in
 the epoch (the sum of their attribution weights over the epoch's usage events, so each
 inference is one unit of evidence shared like the fee), validators by their validation
-evidence (the reliability-weighted votes they cast in the epoch). Each pool is split
+evidence (the votes they cast in the epoch, each weighted at close by the validator's
+informedness ``max(0, 2 * reliability - 1)``: colluders and coin-flippers earn ~nothing). Each pool is split
 with largest remainder (attribution/split.py). **Carry-over rule**: a pool with no
 eligible recipient is not paid; it is carried over whole to the next epoch's budget.
 Invariant per epoch: ``emitted + carried_out == budget + carried_in``.
@@ -65,15 +66,16 @@ class EpochBook:
     def add_entries(self, rows: list[dict]) -> None:
         self.entries.extend(rows)
 
-    def advance(self, ts: datetime, seq: int) -> tuple[list[dict], list[dict]]:
-        """Close every epoch before the one of ``ts``: (emission ledger rows, epochs rows)."""
+    def advance(self, ts: datetime, seq: int, validator_weight=None) -> tuple[list[dict], list[dict]]:
+        """Close every epoch before the one of ``ts``: (emission ledger rows, epochs rows).
+        ``validator_weight(account)`` scales a validator's votes at close (reliability)."""
         e = self.epoch_of(ts)
         if self.open is None:
             self.open = self.first = e
             return [], []
         ledger, epochs = [], []
         while self.open < e:
-            lr, er = self._close(self.open, seq)
+            lr, er = self._close(self.open, seq, validator_weight)
             ledger += lr
             epochs.append(er)
             self.open += 1
@@ -90,14 +92,16 @@ class EpochBook:
                  "role": role, "source": "emission", "amount": int(a), "ref_event_id": ref,
                  "ts": end, "seq": seq} for n, a in zip(names, parts) if a > 0]
 
-    def _close(self, epoch: int, seq: int) -> tuple[list[dict], dict]:
+    def _close(self, epoch: int, seq: int, validator_weight=None) -> tuple[list[dict], dict]:
         start = UNIX0 + timedelta(seconds=epoch * self.epoch_s)
         end = start + timedelta(seconds=self.epoch_s) - timedelta(milliseconds=1)
         carried_in, budget = self.carry, self.budget(epoch)
         total = budget + carried_in
         c_pool = total * self.contributors_bps // 10_000
         rows = self._pool(epoch, "contributor", c_pool, self.contrib, end, seq)
-        rows += self._pool(epoch, "validator", total - c_pool, self.valid, end, seq)
+        valid = ({a: w * validator_weight(a) for a, w in self.valid.items()} if validator_weight
+                 else self.valid)
+        rows += self._pool(epoch, "validator", total - c_pool, valid, end, seq)
         emitted = sum(r["amount"] for r in rows)
         self.carry = total - emitted
         entries = [r for r in self.entries if r["epoch"] == epoch] + rows

@@ -1,3 +1,4 @@
+import pytest
 from support.events_factory import LEGAL_DE, contribution, scenario
 
 from processors.core import Core, Result
@@ -37,13 +38,17 @@ def test_usage_credits_sum_to_fee_and_stay_in_lineage(settings):
     contrib = {r["account"]: r["amount"] for r in ledger if r["ref_event_id"] == "e11" and r["role"] == "contributor"}
     assert contrib == {"alice": 700_002}
     validators = {r["account"]: r["amount"] for r in ledger if r["ref_event_id"] == "e11" and r["role"] == "validator"}
-    assert validators == {"val1": 37_500, "val2": 12_500}  # stake 3:1 of 50_000
+    # the 5% validator share, split by informedness x stake weight (stake never amplifies)
+    fw = core._validator_weights([("val1", 3_000_000), ("val2", 1_000_000)])
+    assert sum(validators.values()) == 50_000 and all(w > 0 for w in fw)
+    assert validators["val1"] / 50_000 == pytest.approx(fw[0] / sum(fw), abs=1e-4)
     # r3 copies medical text, which is outside m-base's lineage: pro rata over legal-de only
     r3 = [a for a in attr if a["request_id"] == "r3"]
     assert {a["datanet"] for a in r3} == {"legal-de"} and r3[0]["evidence"] == "pro_rata"
-    # r0 waited for m-ft, whose lineage (m-ft + m-base) covers legal-fr and legal-de
-    r0 = [a for a in attr if a["request_id"] == "r0"]
-    assert [a["contribution_id"] for a in r0] == ["c1"]
+    # r0 waited for m-ft (finetune of m-base, inherit 0.5): half through m-base's span
+    # match, half pro rata over m-ft's own datanet (c2 is pending: one reject is not enough)
+    r0 = {(a["contribution_id"], a["via_model"], a["evidence"]): a["weight"] for a in attr if a["request_id"] == "r0"}
+    assert r0 == {("c1", "m-base", "span"): pytest.approx(0.5), ("c2", "m-ft", "pro_rata"): pytest.approx(0.5)}
 
 
 def test_waiting_events_are_released_in_order(settings):

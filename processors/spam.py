@@ -1,0 +1,66 @@
+"""Spam evidence at contribution time: quality signals, velocity, sybil-farm clusters.
+
+Pure glue over the kernels of attribution/quality.py, velocity.py and clusters.py.
+:meth:`SpamGuard.check` returns the flags a new contribution raises and whether it is
+spam (two or more low-quality reasons; one alone never is). :meth:`SpamGuard.duplicate`
+records a duplicate edge between contributions of different accounts and returns the
+contributions that this edge reveals as members of a sybil farm (at least four accounts
+posting near-identical text within a 600 s window; each is returned once). The
+familiarity model learns only from texts that raised no reason, so spam never teaches
+it its own template.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from attribution.clusters import FarmClusters
+from attribution.quality import Familiarity, is_low_quality, low_quality_reasons, signals
+from attribution.velocity import Interner, VelocityTracker
+
+BURST_FLAG_AT = 3.0  # uploads in a window per the account's usual pace: supporting evidence only
+
+
+@dataclass
+class Verdict:
+    flags: list[tuple[str, float, str]] = field(default_factory=list)  # (reason, score, detail)
+    spam: bool = False
+
+
+class SpamGuard:
+    def __init__(self) -> None:
+        self.accounts = Interner()
+        self.familiarity = Familiarity()
+        self.velocity = VelocityTracker()
+        self.farms = FarmClusters()
+        self.farm_flagged: set[int] = set()
+
+    def check(self, account: str, ts_s: float, toks: np.ndarray, content: str) -> Verdict:
+        v = Verdict()
+        sig = signals(toks, content.encode("utf-8"), self.familiarity)
+        reasons = low_quality_reasons(sig)
+        if not reasons:
+            self.familiarity.learn(toks)
+        detail = (f"tokens={sig.tokens:.0f} compression={sig.compression:.3f} "
+                  f"repetition={sig.repetition:.3f} entropy_norm={sig.entropy_norm:.3f} "
+                  f"words_per_sentence={sig.words_per_sentence:.1f} familiarity={sig.familiarity:.3f}")
+        if is_low_quality(reasons):
+            v.spam = True
+            v.flags += [(reason, score, detail) for reason, score in reasons]
+        burst = self.velocity.observe(self.accounts(account), ts_s)
+        if burst >= BURST_FLAG_AT:
+            v.flags.append(("velocity_burst", min(1.0, (burst - 1.0) / 4.0), f"burst={burst:.2f}"))
+        return v
+
+    def duplicate(self, orig_idx: int, orig_account: str, orig_ts_s: float,
+                  idx: int, account: str, ts_s: float) -> tuple[list[int], str]:
+        """New farm members revealed by this duplicate edge, and the flag detail."""
+        root = self.farms.add_edge(orig_idx, idx, self.accounts(orig_account), self.accounts(account),
+                                   orig_ts_s, ts_s)
+        if root < 0 or not self.farms.is_farm(root):
+            return [], ""
+        new = [int(m) for m in self.farms.farm_members(root) if int(m) not in self.farm_flagged]
+        self.farm_flagged.update(new)
+        n_accounts = len(self.farms.accounts_in_cluster(root))
+        return new, f"{n_accounts} accounts posted near-identical text within 600 s"
