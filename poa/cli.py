@@ -17,6 +17,11 @@ rewards_app = typer.Typer(no_args_is_help=True, help="Contributors' reward strea
 kafka_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker (KRaft, from Maven Central).")
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(rewards_app, name="rewards")
+from poa.cli_tools import emit_app, grafana_app, report as report_command  # noqa: E402
+
+app.add_typer(grafana_app, name="grafana")
+app.add_typer(emit_app, name="emit")
+app.command("report")(report_command)
 console = Console()
 err = Console(stderr=True)
 

@@ -36,6 +36,9 @@ def _summary(sink, console: Console, label: str, store: Path) -> int:
     events = q(f"SELECT count() FROM {db}.events")
     dead = q(f"SELECT count() FROM {db}.deadletter")
     dups = q(f"SELECT countIf(status = 'duplicate') FROM {db}.contributions FINAL")
+    spam = q(f"SELECT countIf(status = 'spam') FROM {db}.contributions FINAL")
+    farms = q(f"SELECT uniqExact(contributor) FROM {db}.flags WHERE reason = 'sybil_farm'")
+    bad_validators = q(f"SELECT uniqExact(contributor) FROM {db}.flags WHERE reason LIKE 'validator_%'")
     fees = q(f"SELECT sum(fee) FROM {db}.usage")
     usage = q(f"SELECT count() FROM {db}.usage")
     bad = q(f"SELECT count() FROM (SELECT u.event_id, any(u.fee) AS fee, sum(l.amount) AS credited "
@@ -53,6 +56,8 @@ def _summary(sink, console: Console, label: str, store: Path) -> int:
         t.add_row(f"  {typ}", f"{n:,}")
     t.add_row("dead-lettered", f"{dead:,}")
     t.add_row("duplicate contributions", f"{dups:,}")
+    t.add_row("spam contributions (low quality, sybil farm)", f"{spam:,}")
+    t.add_row("sybil-farm accounts / flagged validators", f"{farms:,} / {bad_validators:,}")
     t.add_row("usage events", f"{usage:,}")
     t.add_row("fees (micro-units)", f"{fees or 0:,}")
     for source, role, n, amount in by_role:
@@ -64,6 +69,11 @@ def _summary(sink, console: Console, label: str, store: Path) -> int:
     console.print(f"store: {store}  (try: poa sql --store {store} "
                   "\"SELECT account, sum(amount) FROM reward_ledger GROUP BY account ORDER BY 2 DESC LIMIT 10\")")
     return 0 if bad == 0 else 1
+
+
+def _report(sink, store: Path, console: Console) -> None:
+    from poa.report import write_report
+    console.print(f"report: {write_report(sink, store.parent / 'report.html')}  (open it in a browser)")
 
 
 def _group_progress(bootstrap: str, group: str) -> tuple[int, int]:
@@ -166,7 +176,9 @@ def _run_streaming(settings: Settings, records, store: Path, home: Path, console
     from sinks.chdb_sink import ChdbSink
     sink = ChdbSink(store, settings.clickhouse_database)
     try:
-        return _summary(sink, console, "Kafka -> Faust worker -> embedded ClickHouse", store)
+        rc = _summary(sink, console, "Kafka -> Faust worker -> embedded ClickHouse", store)
+        _report(sink, store, console)
+        return rc
     finally:
         sink.close()
 
@@ -183,6 +195,8 @@ def _replay_fallback(settings: Settings, records, store: Path, console: Console)
         with Progress(console=console) as prog:
             task = prog.add_task("replaying (no Kafka)", total=len(records))
             replay(records, core, sink, on_progress=lambda n: prog.update(task, completed=n))
-        return _summary(sink, console, "REPLAY PATH (no Kafka broker)", store)
+        rc = _summary(sink, console, "REPLAY PATH (no Kafka broker)", store)
+        _report(sink, store, console)
+        return rc
     finally:
         sink.close()

@@ -46,8 +46,10 @@ WATCH_POINTS: dict[str, str] = {
     "funding": "Rewards from usage vs emissions",
 }
 
-# Statuses and flag reasons that mean "spam": the contribution earns nothing.
+# Statuses that mean "spam": the contribution earns nothing. Flags whose reason starts
+# with validator_ are about validators (contribution_id empty), not contributions.
 SPAM_STATUSES = "('duplicate', 'spam', 'rejected')"
+CLUSTER_REASONS = "(f.reason IN ('exact_duplicate', 'near_duplicate') OR f.reason LIKE '%farm%')"
 NO_EVIDENCE = "('pro_rata', 'none')"
 
 
@@ -329,7 +331,7 @@ SPAM = DashboardSpec(
             INNER JOIN (
                 SELECT contribution_id FROM contributions FINAL WHERE status IN {SPAM_STATUSES}
                 UNION DISTINCT
-                SELECT contribution_id FROM flags
+                SELECT contribution_id FROM flags WHERE reason NOT LIKE 'validator_%'
             ) AS s ON v.contribution_id = s.contribution_id
             WHERE $__timeFilter(v.ts)
             GROUP BY validator
@@ -345,7 +347,7 @@ SPAM = DashboardSpec(
             INNER JOIN (
                 SELECT contribution_id FROM contributions FINAL WHERE status IN {SPAM_STATUSES}
                 UNION DISTINCT
-                SELECT contribution_id FROM flags
+                SELECT contribution_id FROM flags WHERE reason NOT LIKE 'validator_%'
             ) AS s ON v.contribution_id = s.contribution_id
             WHERE $__timeFilter(v.ts)
             GROUP BY time
@@ -380,7 +382,7 @@ SPAM = DashboardSpec(
             WHERE $__timeFilter(ts)
             GROUP BY reason
             ORDER BY flags DESC, reason""", "reason flags accounts avg_score", w=12),
-        _p("Duplicate and farm clusters", "table", """
+        _p("Duplicate and farm clusters", "table", f"""
             SELECT f.reason AS reason,
                    if(c.duplicate_of != '', c.duplicate_of, f.contribution_id) AS cluster_root,
                    any(c.datanet) AS datanet,
@@ -391,13 +393,23 @@ SPAM = DashboardSpec(
             FROM flags AS f
             LEFT JOIN (SELECT contribution_id, duplicate_of, datanet FROM contributions FINAL) AS c
                 ON f.contribution_id = c.contribution_id
-            WHERE $__timeFilter(f.ts)
+            WHERE $__timeFilter(f.ts) AND {CLUSTER_REASONS}
             GROUP BY reason, cluster_root
             ORDER BY members DESC, accounts DESC, cluster_root
             LIMIT 50""", "reason cluster_root datanet members accounts first_seen spread_s", w=24, h=10,
-           description="Flagged contributions grouped by the earliest contribution they copy "
+           description="Duplicate and farm flags grouped by the earliest contribution they copy "
                        "(contributions.duplicate_of): many accounts and a short spread point "
                        "to a farm."),
+        _p("Flagged validators", "table", """
+            SELECT contributor AS validator, reason, count() AS flags,
+                   argMax(detail, ts) AS latest_detail, max(ts) AS last_flagged
+            FROM flags
+            WHERE $__timeFilter(ts) AND reason LIKE 'validator_%'
+            GROUP BY validator, reason
+            ORDER BY flags DESC, validator, reason""",
+           "validator reason flags latest_detail last_flagged", w=24, h=7,
+           description="Flags the pipeline raises about validators (reasons validator_*), e.g. "
+                       "voting against consensus or accepting spam."),
     ),
 )
 

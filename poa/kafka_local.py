@@ -136,9 +136,11 @@ class LocalKafka:
         if self.pid() is not None:
             self.wait_ready(timeout_s)
             return self.status()
-        if _port_open(self.s.kafka_local_port):
-            raise KafkaSetupError(f"port {self.s.kafka_local_port} is taken by another process; "
-                                  "set POA_KAFKA_LOCAL_PORT or POA_KAFKA_BOOTSTRAP")
+        for port, var in ((self.s.kafka_local_port, "POA_KAFKA_LOCAL_PORT"),
+                          (self.s.kafka_local_controller_port, "POA_KAFKA_LOCAL_CONTROLLER_PORT")):
+            if _port_open(port):
+                raise KafkaSetupError(f"port {port} is taken by another process; set {var} "
+                                      "(or POA_KAFKA_BOOTSTRAP to use a running broker)")
         self.dir.mkdir(parents=True, exist_ok=True)
         self.resolve_jars()
         conf = self._render_config()
@@ -161,8 +163,11 @@ class LocalKafka:
         last: Exception | None = None
         while time.monotonic() < deadline:
             if proc is not None and proc.poll() is not None:
-                tail = self.log_file.read_text(errors="replace")[-3000:]
-                raise KafkaSetupError(f"the broker exited with code {proc.returncode}; log tail:\n{tail}")
+                lines = self.log_file.read_text(errors="replace").splitlines()
+                errors = [ln for ln in lines if "ERROR" in ln or "Exception" in ln or "Caused by" in ln]
+                tail = "\n".join((errors or lines)[-8:])
+                raise KafkaSetupError(f"the broker exited with code {proc.returncode} "
+                                      f"(full log: {self.log_file}):\n{tail}")
             if _port_open(self.s.kafka_local_port):
                 try:
                     admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)

@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     worker_batch_within_s: float = 0.5
     worker_idle_release_s: float = 120.0  # liveness valve: release all after this long idle
     worker_session_timeout_s: float = 30.0  # consumer group session: how soon a dead worker's partitions move
-    replay_lateness_s: float = 3600.0  # `poa replay`: how far out of event-time order lines may be
+    order_lateness_s: float = 3600.0  # event time an event may arrive behind later ones and still be ordered
     worker_status_file: Path | None = None  # default: <home>/worker-status.json
 
     # --- ClickHouse
@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     emission_per_epoch_micro: int = 1_000 * MICRO_PER_TOKEN  # emission budget of the first epoch
     emission_decay_bps: int = 100  # each later epoch's budget shrinks by this share
     emission_contributors_bps: int = 8000  # the rest of an epoch's emission goes to validators
+
+    # --- Grafana (`poa grafana push`)
+    grafana_url: str | None = None
+    grafana_token: SecretStr | None = None
 
     # --- security
     keys_file: Path | None = None  # JSON account -> hex ed25519 public key (streams/signing.py)

@@ -6,7 +6,9 @@ the store is processing order):
 
 1. passes every raw message through :class:`processors.core.Core` (no Faust types),
    which buffers valid events and processes them in event-time order once the
-   watermark over all input partitions has passed them (processors/order.py). A
+   watermark over all input partitions, minus ``order_lateness_s`` of event time, has
+   passed them (processors/order.py; when every partition is caught up, everything is
+   released, so a worker that keeps up adds no latency). A
    partition with data that does not deliver (assigned to a dead member until its
    session times out, after a crash) holds the watermark: waiting keeps the order.
    Only after ``worker_idle_release_s`` without any message is everything released
@@ -30,7 +32,7 @@ import json
 import logging
 import time
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import faust
 from faust.types import TP
@@ -154,6 +156,8 @@ class Pipeline:
                 log.warning("cannot read the group's offsets (%s); ordering by what arrives", exc)
                 self.expected = set()
         wm = self.core.marks.value(self.expected)
+        if isinstance(wm, datetime):  # allow events this far out of order within a partition
+            wm -= timedelta(seconds=self.s.order_lateness_s)
         if wm is not False:
             res.extend(self.core.release(wm))
         res.rows["pipeline_metrics"] = [self._metrics(topic, len(events), res, last_offset, t0)]

@@ -51,7 +51,11 @@ def step(core: Core, topic: str, raw: bytes, lateness_s: float = 0.0) -> Result:
     latest event time seen minus ``lateness_s`` (how far out of order events may come)."""
     res = core.process(topic, raw)
     if core.max_seen_ts is not None:
-        res.extend(core.release(core.max_seen_ts - timedelta(seconds=lateness_s)))
+        try:
+            wm = core.max_seen_ts - timedelta(seconds=lateness_s)
+        except OverflowError:  # lateness beyond the calendar: hold everything until the end
+            return res
+        res.extend(core.release(wm))
     return res
 
 
@@ -59,13 +63,13 @@ def replay(lines: Iterable[tuple[str, bytes]], core: Core, sink: Sink, batch_eve
            on_progress: Callable[[int], None] | None = None) -> None:
     """Process (topic, raw) pairs through ``core`` and write them to ``sink`` in batches.
 
-    One source: an event is released once an event ``settings.replay_lateness_s``
+    One source: an event is released once an event ``settings.order_lateness_s``
     later has been seen, so events up to that far out of order are still processed
     in :func:`processors.order.order_key` order, like the worker merging partitions;
     everything is released at the end.
     """
     batch, n = Result(), 0
-    lateness_s = core.s.replay_lateness_s
+    lateness_s = core.s.order_lateness_s
     for topic, raw in lines:
         batch.extend(step(core, topic, raw, lateness_s))
         n += 1

@@ -5,6 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# headless Chromium renders `poa report` in tests/test_report.py (Debian's package)
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 
 export POA_HOME="${POA_HOME:-$PWD/.poa/test}"
 export POA_KAFKA_LOCAL_PORT="${POA_KAFKA_LOCAL_PORT:-19192}"

@@ -31,9 +31,10 @@ def workload():
 
 @pytest.fixture(scope="module")
 def uninterrupted(workload, tmp_path_factory):
-    """The replay path on the same messages: the reference ledger."""
+    """The replay path on the same messages, fully sorted in event-time order (the order an
+    uninterrupted worker reaches by merging partitions): the reference ledger."""
     from poa.settings import Settings
-    core = Core(Settings(home=tmp_path_factory.mktemp("ref")))
+    core = Core(Settings(home=tmp_path_factory.mktemp("ref"), order_lateness_s=1e10))
 
     class Capture:
         rows: dict = {}

@@ -1,0 +1,272 @@
+"""Command-line tools for the people who use PoA Stream: ``poa grafana``, ``poa emit``, ``poa report``.
+
+Registered by poa/cli.py: ``app.add_typer(grafana_app, name="grafana")``,
+``app.add_typer(emit_app, name="emit")`` and ``app.command()(report)``.
+
+- ``poa grafana generate [--out DIR]`` writes the dashboards' JSON (deploy/grafana/dashboards
+  by default); ``poa grafana push --url URL`` creates or updates them in the folder
+  "PoA Stream" of a Grafana, with the token from ``POA_GRAFANA_TOKEN`` (settings or
+  environment; never an argument, so it stays out of shell history).
+- ``poa emit usage|contribution|validation|model ...`` validates one event (from options,
+  ``--json '{...}'`` or every line of ``--file events.jsonl``) before connecting to Kafka,
+  prints each produced event as one JSON line, and exits 2 with the reason when an event
+  is invalid (nothing is produced then). ``--dry-run`` validates and prints only.
+- ``poa report [--store DIR] --out report.html`` writes the self-contained HTML report.
+
+Exit codes: 0 done, 1 the service failed (Kafka, Grafana, the store), 2 bad input.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+grafana_app = typer.Typer(no_args_is_help=True, help="Grafana dashboards as code.")
+emit_app = typer.Typer(no_args_is_help=True,
+                       help="Produce validated events (operators, contributors, validators).")
+err = Console(stderr=True)
+console = Console()
+
+
+def _settings():
+    from poa.settings import get_settings
+    return get_settings()
+
+
+# ---------------------------------------------------------------- grafana
+@grafana_app.command("generate")
+def grafana_generate(out_dir: Optional[Path] = typer.Option(
+        None, "--out", help="directory for the JSON files (default: deploy/grafana/dashboards)")) -> None:
+    """Write one JSON file per dashboard (Grafana's file provisioning reads that folder)."""
+    from poa.grafana import DEFAULT_OUT_DIR, GrafanaExtraMissing, generate_all
+    try:
+        paths = generate_all(out_dir or DEFAULT_OUT_DIR)
+    except GrafanaExtraMissing as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2)
+    for p in paths:
+        console.print(f"wrote {p}")
+
+
+def grafana_token() -> str | None:
+    """The Grafana service-account token: settings' ``grafana_token`` or ``POA_GRAFANA_TOKEN``."""
+    tok = getattr(_settings(), "grafana_token", None)
+    if tok is not None and hasattr(tok, "get_secret_value"):
+        tok = tok.get_secret_value()
+    return tok or os.environ.get("POA_GRAFANA_TOKEN") or None
+
+
+@grafana_app.command("push")
+def grafana_push(url: str = typer.Option(..., "--url", envvar="POA_GRAFANA_URL",
+                                         help="Grafana base URL, e.g. http://localhost:3000"),
+                 timeout_s: float = typer.Option(30.0, "--timeout-s", help="HTTP timeout")) -> None:
+    """Create or update the dashboards in folder "PoA Stream" (token: POA_GRAFANA_TOKEN)."""
+    from poa.grafana import GrafanaExtraMissing, push
+    token = grafana_token()
+    if not token:
+        err.print("[red]error:[/] no Grafana token: set POA_GRAFANA_TOKEN to a service-account "
+                  "token with dashboard write permission")
+        raise typer.Exit(2)
+    try:
+        answers = push(url, token, timeout_s=timeout_s)
+    except GrafanaExtraMissing as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2)
+    except Exception as exc:  # grafana-client / HTTP errors: say which and stop
+        err.print(f"[red]push to {url} failed:[/] {exc}")
+        raise typer.Exit(1)
+    for a in answers:
+        console.print(f"{a.get('status', 'ok')}: {a.get('uid', '?')} version {a.get('version', '?')} "
+                  f"{a.get('url', '')}")
+
+
+# ---------------------------------------------------------------- emit
+def _load_objects(json_text: str | None, file: Path | None) -> list[tuple[str, dict]]:
+    """(where, object) pairs from --json / --file; raises EventError with the place."""
+    from streams.events import EventError
+    items = []
+    if json_text is not None:
+        items.append(("--json", json_text))
+    if file is not None:
+        with open(file, encoding="utf-8") as f:
+            items += [(f"{file}:{n}", line) for n, line in enumerate(f, 1) if line.strip()]
+    objs = []
+    for where, text in items:
+        try:
+            obj = json.loads(text)
+        except ValueError as exc:
+            raise EventError(f"{where}: invalid JSON: {exc}") from None
+        if not isinstance(obj, dict):
+            raise EventError(f"{where}: an event must be a JSON object")
+        objs.append((where, obj))
+    return objs
+
+
+def _emit(etype: str, fields: dict, json_text: str | None, file: Path | None, event_id: str | None,
+          ts: str | None, bootstrap: str | None, dry_run: bool, builder) -> None:
+    """Build and validate every event first, then produce them all (or none)."""
+    from poa.emit import build_event
+    from streams.events import EventError
+    given = {k: v for k, v in fields.items() if v is not None}
+    try:
+        if json_text is not None or file is not None:
+            if given:
+                raise EventError(f"give either field options ({', '.join('--' + k.replace('_', '-') for k in given)}) "
+                                 "or --json/--file, not both")
+            events = []
+            for where, obj in _load_objects(json_text, file):
+                try:
+                    events.append(build_event(etype, obj, event_id=event_id, ts=ts))
+                except EventError as exc:
+                    raise EventError(f"{where}: {exc.reason}") from None
+        else:
+            events = [builder(**fields, event_id=event_id, ts=ts)]
+    except EventError as exc:
+        err.print(f"[red]invalid event:[/] {exc.reason}")
+        raise typer.Exit(2)
+    except OSError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2)
+    if not dry_run:
+        _produce(events, bootstrap)
+    for ev in events:
+        sys.stdout.write(json.dumps(ev, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def _produce(events: list[dict], bootstrap: str | None) -> None:
+    from poa.emit import open_producer
+    s = _settings()
+    target = bootstrap or s.bootstrap
+    try:
+        producer = open_producer(s, target)
+    except Exception as exc:
+        err.print(f"[red]cannot connect to Kafka at {target}:[/] {exc}")
+        raise typer.Exit(1)
+    try:
+        futures = [producer.send(ev) for ev in events]
+        for f in futures:
+            f.get(timeout=30)
+    except Exception as exc:
+        err.print(f"[red]producing to {target} failed:[/] {exc}")
+        raise typer.Exit(1)
+    finally:
+        producer.close()
+
+
+_JSON = typer.Option(None, "--json", help="the whole event as a JSON object")
+_FILE = typer.Option(None, "--file", exists=True, dir_okay=False, help="JSONL file, one event per line")
+_EVENT_ID = typer.Option(None, "--event-id", help="idempotency key (default: a uuid4)")
+_TS = typer.Option(None, "--ts", help="RFC 3339 event time (default: now, UTC)")
+_BOOTSTRAP = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers (default: settings)")
+_DRY = typer.Option(False, "--dry-run", help="validate and print, produce nothing")
+
+
+def _read_text(text: str | None, path: Path | None, what: str) -> str | None:
+    if text is not None and path is not None:
+        err.print(f"[red]invalid event:[/] give --{what} or --{what}-file, not both")
+        raise typer.Exit(2)
+    return path.read_text(encoding="utf-8") if path is not None else text
+
+
+@emit_app.command("usage")
+def emit_usage_cmd(
+        model_id: Optional[str] = typer.Option(None, "--model-id"),
+        fee: Optional[int] = typer.Option(None, "--fee", help="fee in micro-units (1 token = 1,000,000)"),
+        output: Optional[str] = typer.Option(None, "--output", help="the model's output text"),
+        output_file: Optional[Path] = typer.Option(None, "--output-file", exists=True, dir_okay=False),
+        request_id: Optional[str] = typer.Option(None, "--request-id", help="default: a uuid4"),
+        influence: Optional[str] = typer.Option(None, "--influence", help="c1=0.5,c2=0.2"),
+        json_text: Optional[str] = _JSON, file: Optional[Path] = _FILE, event_id: Optional[str] = _EVENT_ID,
+        ts: Optional[str] = _TS, bootstrap: Optional[str] = _BOOTSTRAP, dry_run: bool = _DRY) -> None:
+    """A paid inference: the model, its fee and output, optional influence scores."""
+    from poa.emit import usage_event
+    text = _read_text(output, output_file, "output")
+    fields = {"model_id": model_id, "fee": fee, "output": text, "request_id": request_id,
+              "influence": influence}
+    _emit("usage", fields, json_text, file, event_id, ts, bootstrap, dry_run, usage_event)
+
+
+@emit_app.command("contribution")
+def emit_contribution_cmd(
+        contributor: Optional[str] = typer.Option(None, "--contributor"),
+        datanet: Optional[str] = typer.Option(None, "--datanet"),
+        content: Optional[str] = typer.Option(None, "--content"),
+        content_file: Optional[Path] = typer.Option(None, "--content-file", exists=True, dir_okay=False),
+        kind: Optional[str] = typer.Option(None, "--kind", help="dataset (default), annotation, knowledge, feedback"),
+        contribution_id: Optional[str] = typer.Option(None, "--contribution-id", help="default: c-<uuid4>"),
+        license: Optional[str] = typer.Option(None, "--license", help="SPDX id"),
+        stake: Optional[int] = typer.Option(None, "--stake"),
+        json_text: Optional[str] = _JSON, file: Optional[Path] = _FILE, event_id: Optional[str] = _EVENT_ID,
+        ts: Optional[str] = _TS, bootstrap: Optional[str] = _BOOTSTRAP, dry_run: bool = _DRY) -> None:
+    """An upload into a datanet."""
+    from poa.emit import contribution_event
+    fields = {"contributor": contributor, "datanet": datanet,
+              "content": _read_text(content, content_file, "content"), "kind": kind,
+              "contribution_id": contribution_id, "license": license, "stake": stake}
+    _emit("contribution", fields, json_text, file, event_id, ts, bootstrap, dry_run, contribution_event)
+
+
+@emit_app.command("validation")
+def emit_validation_cmd(
+        validator: Optional[str] = typer.Option(None, "--validator"),
+        contribution_id: Optional[str] = typer.Option(None, "--contribution-id"),
+        verdict: Optional[str] = typer.Option(None, "--verdict", help="accept or reject"),
+        quality: Optional[float] = typer.Option(None, "--quality", help="0..1"),
+        stake: Optional[int] = typer.Option(None, "--stake"),
+        json_text: Optional[str] = _JSON, file: Optional[Path] = _FILE, event_id: Optional[str] = _EVENT_ID,
+        ts: Optional[str] = _TS, bootstrap: Optional[str] = _BOOTSTRAP, dry_run: bool = _DRY) -> None:
+    """A validator's vote on a contribution."""
+    from poa.emit import validation_event
+    fields = {"validator": validator, "contribution_id": contribution_id, "verdict": verdict,
+              "quality": quality, "stake": stake}
+    _emit("validation", fields, json_text, file, event_id, ts, bootstrap, dry_run, validation_event)
+
+
+@emit_app.command("model")
+def emit_model_cmd(
+        model_id: Optional[str] = typer.Option(None, "--model-id"),
+        operator: Optional[str] = typer.Option(None, "--operator", help="account paid the operator share"),
+        method: Optional[str] = typer.Option(None, "--method", help="pretrain, finetune, lora, distill, merge"),
+        datanets: Optional[str] = typer.Option(None, "--datanets", help="name=weight[,name=weight...]"),
+        base_model: Optional[list[str]] = typer.Option(None, "--base-model", help="repeat for each base model"),
+        inherit: Optional[float] = typer.Option(None, "--inherit", help="0..1 share passed to base models"),
+        json_text: Optional[str] = _JSON, file: Optional[Path] = _FILE, event_id: Optional[str] = _EVENT_ID,
+        ts: Optional[str] = _TS, bootstrap: Optional[str] = _BOOTSTRAP, dry_run: bool = _DRY) -> None:
+    """A model registration: its operator, training method, datanets and lineage."""
+    from poa.emit import model_event
+    fields = {"model_id": model_id, "operator": operator, "method": method, "datanets": datanets,
+              "base_models": base_model or None, "inherit": inherit}
+    _emit("model", fields, json_text, file, event_id, ts, bootstrap, dry_run, model_event)
+
+
+# ---------------------------------------------------------------- report
+def report(store: Optional[Path] = typer.Option(None, "--store", help="embedded store directory "
+                                                "(default: the configured store)"),
+           out: Path = typer.Option(Path("poa-report.html"), "--out", help="HTML file to write"),
+           database: Optional[str] = typer.Option(None, "--database", help="database (default: settings)")) -> None:
+    """Write a self-contained HTML report (charts and tables of the dashboards) of a store."""
+    from poa.report import write_report
+    from sinks import open_sink
+    s = _settings()
+    update = {"clickhouse_database": database} if database else {}
+    if store is not None:
+        update.update(store_dir=store, store_engine="chdb")
+    s = s.model_copy(update=update) if update else s
+    try:
+        sink = open_sink(s)
+    except Exception as exc:
+        err.print(f"[red]cannot open the store:[/] {exc}")
+        raise typer.Exit(1)
+    try:
+        path = write_report(sink, out)
+    except Exception as exc:
+        err.print(f"[red]report failed:[/] {exc}")
+        raise typer.Exit(1)
+    finally:
+        sink.close()
+    console.print(f"wrote {path} (open it in any browser; it needs no network)")

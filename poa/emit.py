@@ -1,0 +1,182 @@
+"""Producer API for operators, contributors and validators.
+
+Builders (``usage_event``, ``contribution_event``, ``validation_event``, ``model_event``,
+or :func:`build_event` for any type) fill what the contract needs and a caller rarely
+has at hand: ``event_id`` (a uuid4), ``ts`` (now, UTC), and the ids a new object gets
+(``request_id`` of a usage, ``contribution_id`` of a contribution). They validate the
+event against contract v1 and return its canonical dict (the form that is produced);
+an invalid event raises :class:`streams.events.EventError` whose ``reason`` says what is
+wrong, before any connection to Kafka.
+
+``emit_usage(producer, ...)`` and its siblings build, then send through
+:class:`streams.producer.EventProducer` (which validates once more and routes the
+event to its topic with its partition key), and return the event dict.
+``open_producer(settings)`` connects with the configured bootstrap servers and SASL.
+
+>>> ev = usage_event(model_id="m-1", fee=1_000, output="hello", request_id="r-1",
+...                  event_id="ev-1", ts="2026-01-01T00:00:00Z", influence="c-1=0.5")
+>>> ev["type"], ev["fee"], ev["influence"], ev["ts"]
+('usage', 1000, [{'contribution_id': 'c-1', 'score': 0.5}], '2026-01-01T00:00:00.000Z')
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from streams.events import EventError, decode_event, event_to_dict
+
+EVENT_TYPES = ("contribution", "validation", "model", "usage")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _ts(ts: datetime | str | None) -> str:
+    if ts is None:
+        return _now()
+    if isinstance(ts, datetime):
+        if ts.tzinfo is None:
+            raise EventError("ts: a datetime needs a timezone (use timezone.utc)")
+        return ts.isoformat()
+    return ts
+
+
+def build_event(etype: str, fields: Mapping[str, Any], *, event_id: str | None = None,
+                ts: datetime | str | None = None) -> dict:
+    """Validate one event of type ``etype`` from ``fields`` (None values are left out),
+    filling ``type``, ``event_id`` and ``ts`` when absent; returns the canonical dict."""
+    if etype not in EVENT_TYPES:
+        raise EventError(f"unknown event type {etype!r}; expected one of {', '.join(EVENT_TYPES)}")
+    ev = {k: v for k, v in fields.items() if v is not None}
+    if ev.setdefault("type", etype) != etype:
+        raise EventError(f"event type {ev['type']!r} given where a {etype!r} event is expected",
+                         str(ev.get("event_id", "")))
+    if event_id is not None:
+        ev["event_id"] = event_id
+    ev.setdefault("event_id", str(uuid.uuid4()))
+    ev["ts"] = _ts(ts if ts is not None else ev.get("ts"))
+    try:
+        raw = json.dumps(ev, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise EventError(f"{etype}: not representable as JSON: {exc}", str(ev["event_id"])) from None
+    return event_to_dict(decode_event(raw))
+
+
+def parse_pairs(text: str, what: str, key: str, value: str) -> list[dict]:
+    """``"a=0.5,b=0.2"`` -> ``[{key: "a", value: 0.5}, {key: "b", value: 0.2}]``."""
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, sep, num = part.rpartition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            out.append({key: name.strip(), value: float(num)})
+        except ValueError:
+            raise EventError(f"{what}: expected NAME=NUMBER[,NAME=NUMBER...], got {part!r}") from None
+    return out
+
+
+def _influence(influence) -> list[dict] | None:
+    if influence is None or isinstance(influence, list):
+        return influence
+    if isinstance(influence, Mapping):
+        return [{"contribution_id": k, "score": float(v)} for k, v in influence.items()]
+    return parse_pairs(str(influence), "influence", "contribution_id", "score")
+
+
+def _datanets(datanets) -> list[dict] | None:
+    if datanets is None:
+        return None
+    if isinstance(datanets, Mapping):
+        return [{"datanet": k, "weight": float(v)} for k, v in datanets.items()]
+    if isinstance(datanets, str):
+        return parse_pairs(datanets, "datanets", "datanet", "weight")
+    return [{"datanet": d, "weight": 1.0} if isinstance(d, str) else d for d in datanets]
+
+
+def usage_event(*, model_id: str, fee: int, output: str, request_id: str | None = None,
+                influence: Iterable | Mapping | str | None = None, **common) -> dict:
+    """A paid inference: ``fee`` in micro-units; ``influence`` as ``{cid: score}``, a list of
+    ``{contribution_id, score}`` or ``"c1=0.5,c2=0.2"``; ``request_id`` defaults to a uuid4."""
+    return build_event("usage", {"model_id": model_id, "fee": fee, "output": output,
+                                 "request_id": request_id or str(uuid.uuid4()),
+                                 "influence": _influence(influence)}, **common)
+
+
+def contribution_event(*, contributor: str, datanet: str, content: str, kind: str | None = "dataset",
+                       contribution_id: str | None = None, license: str | None = None,
+                       stake: int | None = None, **common) -> dict:
+    """An upload into a datanet; ``kind`` defaults to dataset, ``contribution_id`` to
+    ``c-<uuid4 hex>``."""
+    return build_event("contribution", {
+        "contribution_id": contribution_id or f"c-{uuid.uuid4().hex}", "contributor": contributor,
+        "datanet": datanet, "kind": kind or "dataset", "content": content, "license": license,
+        "stake": stake}, **common)
+
+
+def validation_event(*, validator: str, contribution_id: str, verdict: str,
+                     quality: float | None = None, stake: int | None = None, **common) -> dict:
+    """A validator's vote (``accept`` or ``reject``) on a contribution."""
+    return build_event("validation", {"validator": validator, "contribution_id": contribution_id,
+                                      "verdict": verdict, "quality": quality, "stake": stake},
+                       **common)
+
+
+def model_event(*, model_id: str, operator: str, method: str, datanets,
+                base_models: list[str] | None = None, inherit: float | None = None,
+                **common) -> dict:
+    """A model registration; ``datanets`` as ``{name: weight}``, ``"a=1,b=0.5"``, names
+    (weight 1) or ``{datanet, weight}`` dicts."""
+    return build_event("model", {"model_id": model_id, "operator": operator, "method": method,
+                                 "datanets": _datanets(datanets),
+                                 "base_models": list(base_models) if base_models else None,
+                                 "inherit": inherit}, **common)
+
+
+def emit_usage(producer, **kw) -> dict:
+    ev = usage_event(**kw)
+    producer.send(ev)
+    return ev
+
+
+def emit_contribution(producer, **kw) -> dict:
+    ev = contribution_event(**kw)
+    producer.send(ev)
+    return ev
+
+
+def emit_validation(producer, **kw) -> dict:
+    ev = validation_event(**kw)
+    producer.send(ev)
+    return ev
+
+
+def emit_model(producer, **kw) -> dict:
+    ev = model_event(**kw)
+    producer.send(ev)
+    return ev
+
+
+def kafka_client_kwargs(settings) -> dict:
+    """kafka-python security options from settings (SASL credentials never come from code)."""
+    kw: dict[str, Any] = {}
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        kw["security_protocol"] = settings.kafka_security_protocol
+    if settings.kafka_sasl_mechanism:
+        kw["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        kw["sasl_plain_username"] = settings.kafka_sasl_username or ""
+        kw["sasl_plain_password"] = (settings.kafka_sasl_password.get_secret_value()
+                                     if settings.kafka_sasl_password else "")
+    return kw
+
+
+def open_producer(settings, bootstrap: str | None = None):
+    """An :class:`streams.producer.EventProducer` on the configured cluster."""
+    from streams.producer import EventProducer
+    return EventProducer(bootstrap or settings.bootstrap, **kafka_client_kwargs(settings))
