@@ -59,6 +59,15 @@ def step(core: Core, topic: str, raw: bytes, lateness_s: float = 0.0) -> Result:
     return res
 
 
+def process_all(settings: Settings, lines: Iterable[tuple[str, bytes]]) -> tuple[Core, Result]:
+    """The whole replay in memory, without a store: (the core, every row and message)."""
+    core, out = Core(settings), Result()
+    for topic, raw in lines:
+        out.extend(step(core, topic, raw, settings.order_lateness_s))
+    out.extend(core.release(None))
+    return core, out
+
+
 def replay(lines: Iterable[tuple[str, bytes]], core: Core, sink: Sink, batch_events: int = 2000,
            on_progress: Callable[[int], None] | None = None) -> None:
     """Process (topic, raw) pairs through ``core`` and write them to ``sink`` in batches.

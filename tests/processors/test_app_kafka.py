@@ -13,19 +13,15 @@ from support.events_factory import scenario, usage
 from support.worker import WorkerProcess
 
 from poa.kafka_local import reset_topics
-from processors.core import Core, Result
-from processors.replay import step
+from processors.core import Result
+from processors.replay import process_all
 from streams.producer import produce_records
 
 pytestmark = pytest.mark.kafka
 
 
 def offline(settings, records) -> Result:
-    core, out = Core(settings), Result()
-    for topic, raw in records:
-        out.extend(step(core, topic, raw))
-    out.extend(core.release(None))
-    return out
+    return process_all(settings, records)[1]
 
 
 def produce(bootstrap: str, records) -> None:

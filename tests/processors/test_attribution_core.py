@@ -8,16 +8,10 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 from support.events_factory import LEGAL_DE, MEDICAL, contribution, model, usage
 
 from poa.scenario import generate
-from processors.core import Core, Result
-from processors.replay import step
+from processors.replay import process_all
 
 
-def run(settings, records) -> tuple[Core, Result]:
-    core, out = Core(settings), Result()
-    for topic, raw in records:
-        out.extend(step(core, topic, raw))
-    out.extend(core.release(None))
-    return core, out
+run = process_all
 
 
 C, M, U = "poa.contributions", "poa.models", "poa.usage"

@@ -2,15 +2,10 @@ import pytest
 from support.events_factory import LEGAL_DE, contribution, scenario
 
 from processors.core import Core, Result
-from processors.replay import replay, restore, step
+from processors.replay import process_all, replay, restore, step
 
 
-def run(settings, records) -> tuple[Core, Result]:
-    core, out = Core(settings), Result()
-    for topic, raw in records:
-        out.extend(step(core, topic, raw))
-    out.extend(core.release(None))
-    return core, out
+run = process_all
 
 
 def rows_by(res, table, key):

@@ -3,10 +3,9 @@ from datetime import datetime, timedelta, timezone
 from hypothesis import given, settings as hsettings, strategies as st
 
 from poa.scenario import generate
-from processors.core import Core, Result
 from processors.epochs import EpochBook
 from processors.merkle import epoch_leaves, root
-from processors.replay import step
+from processors.replay import process_all
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -49,11 +48,7 @@ def test_nobody_eligible_carries_over():
 
 
 def run_scenario(settings):
-    core, out = Core(settings), Result()
-    for topic, line in generate(seed=3, scale=0.3).records:
-        out.extend(step(core, topic, line.encode()))
-    out.extend(core.release(None))
-    return core, out
+    return process_all(settings, [(t, line.encode()) for t, line in generate(seed=3, scale=0.3).records])
 
 
 def test_scenario_epochs_close_with_exact_sums_and_roots(settings):

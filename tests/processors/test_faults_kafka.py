@@ -15,8 +15,7 @@ from support.worker import WorkerProcess
 
 from poa.kafka_local import LocalKafka, reset_topics
 from poa.scenario import generate
-from processors.core import Core, Result
-from processors.replay import replay
+from processors.replay import process_all
 from streams import topics
 from streams.producer import produce_records
 
@@ -34,19 +33,8 @@ def uninterrupted(workload, tmp_path_factory):
     """The replay path on the same messages, fully sorted in event-time order (the order an
     uninterrupted worker reaches by merging partitions): the reference ledger."""
     from poa.settings import Settings
-    core = Core(Settings(home=tmp_path_factory.mktemp("ref"), order_lateness_s=1e10))
-
-    class Capture:
-        rows: dict = {}
-
-        def write(self, rows):
-            for k, v in rows.items():
-                self.rows.setdefault(k, []).extend(v)
-
-    cap = Capture()
-    cap.rows = {}
-    replay(workload, core, cap)
-    return core, cap.rows
+    core, out = process_all(Settings(home=tmp_path_factory.mktemp("ref"), order_lateness_s=1e10), workload)
+    return core, out.rows
 
 
 def ledger(sink):

@@ -4,8 +4,7 @@ from __future__ import annotations
 import pytest
 
 from poa.scenario import generate
-from processors.core import Core, Result
-from processors.replay import step
+from processors.replay import process_all
 
 SPAM_CLASSES = ("exact_dup", "near_dup", "low_quality", "farm")
 
@@ -14,10 +13,8 @@ SPAM_CLASSES = ("exact_dup", "near_dup", "low_quality", "farm")
 def seeded(tmp_path_factory):
     from poa.settings import Settings
     scen = generate(seed=7)
-    core, out = Core(Settings(home=tmp_path_factory.mktemp("s"))), Result()
-    for topic, line in scen.records:
-        out.extend(step(core, topic, line.encode()))
-    out.extend(core.release(None))
+    core, out = process_all(Settings(home=tmp_path_factory.mktemp("s")),
+                            [(t, line.encode()) for t, line in scen.records])
     return scen.truth, core, out
 
 

@@ -1,0 +1,103 @@
+"""Contribution handling: exact and near duplicates, spam evidence, sybil farms.
+
+A mixin of :class:`processors.core.Core` (it uses the core's state). Exact duplicates
+by normalized content hash first, then MinHash/LSH near duplicates (estimated Jaccard
+of word 5-gram shingles >= ``neardup_threshold``); ``duplicate_of`` is the earliest
+member of the family. Quality signals, velocity and farm clusters come from
+processors/spam.py; duplicates and spam earn nothing (they are never eligible).
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+
+from attribution.shingles import shingles
+from attribution.text import sequence_hash, token_hashes
+from processors.messages import flag_message
+from processors.state import ContributionState, Result, encode
+from streams import topics
+from streams.events import Contribution
+
+SPAM_PRIOR = 0.05  # P(good) given to duplicates, spam and farm members in the validator model
+
+
+class ContributionHandlers:
+    def _contribution_row(self, c: ContributionState, event_id: str) -> dict:
+        q = float(np.mean(c.qualities)) if c.qualities else None
+        return {"contribution_id": c.contribution_id, "contributor": c.contributor,
+                "datanet": c.datanet, "kind": c.kind, "ts": c.ts, "status": c.status,
+                "duplicate_of": c.duplicate_of, "quality": q, "content_hash": c.content_hash,
+                "tokens": c.tokens, "license": c.license, "stake": c.stake,
+                "version": self.seq, "event_id": event_id, "seq": self.seq}
+
+    def _flag(self, res: Result, c: ContributionState, reason: str, score: float,
+              detail: str, ts: datetime, event_id: str) -> None:
+        row = {"contribution_id": c.contribution_id, "contributor": c.contributor,
+               "reason": reason, "score": score, "detail": detail, "ts": ts,
+               "event_id": event_id, "seq": self.seq}
+        res.add("flags", row)
+        res.messages.append(flag_message(row))
+
+    def _contribution(self, res: Result, ev: Contribution) -> None:
+        if ev.contribution_id in self.contribs:
+            self._deadletter(res, ev.event_id, topics.CONTRIBUTIONS,
+                             f"contribution_id {ev.contribution_id!r} is already registered "
+                             "by an earlier event", encode(ev))
+            return
+        toks = token_hashes(ev.content)
+        h = f"{int(sequence_hash(toks)):016x}"
+        c = ContributionState(len(self.by_idx), ev.contribution_id, ev.contributor, ev.datanet,
+                              ev.kind, ev.ts, "pending", "", h, int(toks.shape[0]),
+                              ev.license or "", ev.stake or 0)
+        self.contribs[c.contribution_id] = c
+        self.by_idx.append(c)
+        first, match = self.by_hash.get(h), -1
+        if first is not None:  # exact duplicate: the family's earliest member
+            f = self.contribs[first]
+            c.status, c.duplicate_of = "duplicate", f.duplicate_of or f.contribution_id
+            self.stats.duplicates += 1
+            self._flag(res, c, "exact_duplicate", 1.0, f"same normalized content as {first}",
+                       ev.ts, ev.event_id)
+        else:
+            self.by_hash[h] = c.contribution_id
+            match, jaccard = self.neardup.check_and_add(c.idx, shingles(toks))
+            if match >= 0:
+                c.status = "duplicate"
+                c.duplicate_of = self.by_idx[self.neardup.root_of(match)].contribution_id
+                self.stats.duplicates += 1
+                self._flag(res, c, "near_duplicate", jaccard,
+                           f"estimated Jaccard {jaccard:.3f} with {self.by_idx[match].contribution_id}",
+                           ev.ts, ev.event_id)
+            else:
+                self.index.add(c.idx, toks)
+                self.by_datanet.setdefault(c.datanet, []).append(c.idx)
+        self._spam_checks(res, c, ev, toks, first, match if first is None else -1)
+        res.add("contributions", self._contribution_row(c, ev.event_id))
+        self._release(res, "contribution:" + ev.contribution_id)
+
+    def _spam_checks(self, res: Result, c: ContributionState, ev: Contribution, toks: np.ndarray,
+                     exact_of: str | None, near_idx: int) -> None:
+        """Quality, velocity and farm evidence (processors/spam.py); spam earns nothing."""
+        ts_s = ev.ts.timestamp()
+        verdict = self.guard.check(ev.contributor, ts_s, toks, ev.content)
+        for reason, score, detail in verdict.flags:
+            self._flag(res, c, reason, score, detail, ev.ts, ev.event_id)
+        if verdict.spam and c.status != "duplicate":
+            c.status = "spam"
+        orig = self.contribs[exact_of].idx if exact_of is not None else near_idx
+        if orig >= 0:
+            o = self.by_idx[orig]
+            members, detail = self.guard.duplicate(o.idx, o.contributor, o.ts.timestamp(),
+                                                   c.idx, c.contributor, ts_s)
+            for m in members:
+                mc = self.by_idx[m]
+                self._flag(res, mc, "sybil_farm", 1.0, detail, ev.ts, ev.event_id)
+                if mc.status != "duplicate":
+                    mc.status = "spam"
+                self.ds.set_prior(m, SPAM_PRIOR)
+                if m != c.idx:
+                    res.add("contributions", self._contribution_row(mc, ev.event_id))
+        if c.status in ("duplicate", "spam"):
+            self.ds.set_prior(c.idx, SPAM_PRIOR)
+            self.stats.spam += c.status == "spam"

@@ -1,0 +1,66 @@
+"""Validation handling: online Dawid-Skene statuses, validator scores and flags.
+
+A mixin of :class:`processors.core.Core`. Each vote updates the online Dawid-Skene
+model (attribution/reliability.py); a contribution's status follows its posterior
+(``accepted`` >= 0.8, ``rejected`` <= 0.2, else ``pending``) unless it is a duplicate
+or spam. Validators share fees by informedness ``max(0, 2 * reliability - 1)`` times a
+stake weight that never exceeds one vote; at each epoch close, validators whose
+accepts concentrate on spam or who vote against the consensus are flagged.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from processors.messages import flag_message
+from processors.state import Result, encode
+from streams import topics
+from streams.events import Validation
+
+DEFAULT_STAKE = 1_000_000
+
+
+class ValidationHandlers:
+    def _validation(self, res: Result, ev: Validation) -> None:
+        c = self.contribs[ev.contribution_id]
+        if ev.validator in c.voters:
+            self._deadletter(res, ev.event_id, topics.VALIDATIONS,
+                             f"validator {ev.validator!r} already voted on {ev.contribution_id!r}",
+                             encode(ev))
+            return
+        stake = ev.stake if ev.stake is not None else DEFAULT_STAKE
+        c.voters[ev.validator] = (ev.verdict, stake)
+        if ev.quality is not None:
+            c.qualities.append(ev.quality)
+        vi = self.validators(ev.validator)
+        self.ds.vote(vi, c.idx, ev.verdict == "accept", float(stake))
+        self.book.add_validator_evidence(ev.validator, 1.0)
+        res.add("validations", {"validator": ev.validator, "contribution_id": ev.contribution_id,
+                                "verdict": ev.verdict, "quality": ev.quality, "stake": stake,
+                                "ts": ev.ts, "event_id": ev.event_id, "seq": self.seq})
+        if c.status not in ("duplicate", "spam"):
+            c.status = self.ds.status(c.idx)
+        res.add("contributions", self._contribution_row(c, ev.event_id))
+        res.add("validator_scores", {"validator": ev.validator, "reliability": self.ds.reliability(vi),
+                                     "votes": self.ds.votes(vi), "ts": ev.ts,
+                                     "event_id": ev.event_id, "seq": self.seq})
+
+    def _validator_weights(self, voters: list[tuple[str, int]]) -> list[float]:
+        """Fee weight of accepting validators: informedness (0 at or below chance) x stake weight."""
+        sw = self.ds.stake_weights([float(st) for _, st in voters])
+        return [self.ds.fee_weight(self.validators.get(v)) * float(w) for (v, _), w in zip(voters, sw)]
+
+    def _flag_validators(self, res: Result, ev) -> None:
+        """At epoch close: validators whose accepts concentrate on spam, or who vote against
+        the consensus, get a flag (contribution_id empty, contributor = the validator)."""
+        mask = np.fromiter((c.status in ("spam", "duplicate") for c in self.by_idx), dtype=bool,
+                           count=len(self.by_idx))
+        for v, reason, score in self.ds.suspects(mask):
+            name = self.validators.names[v]
+            if (name, reason) in self.validator_flagged:
+                continue
+            self.validator_flagged.add((name, reason))
+            row = {"contribution_id": "", "contributor": name, "reason": f"validator_{reason}",
+                   "score": float(score), "detail": f"reliability {self.ds.reliability(v):.3f} after "
+                   f"{self.ds.votes(v)} votes", "ts": ev.ts, "event_id": ev.event_id, "seq": self.seq}
+            res.add("flags", row)
+            res.messages.append(flag_message(row))

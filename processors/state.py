@@ -1,0 +1,57 @@
+"""The core's value types: a processing result, a contribution's state, counters."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from streams.events import canonical_json, event_to_dict
+
+
+@dataclass
+class Result:
+    rows: dict[str, list[dict]] = field(default_factory=dict)
+    messages: list[tuple[str, str, bytes]] = field(default_factory=list)  # (topic, key, value)
+
+    def add(self, table: str, row: dict) -> None:
+        self.rows.setdefault(table, []).append(row)
+
+    def extend(self, other: "Result") -> None:
+        for t, rs in other.rows.items():
+            self.rows.setdefault(t, []).extend(rs)
+        self.messages.extend(other.messages)
+
+
+@dataclass
+class ContributionState:
+    idx: int
+    contribution_id: str
+    contributor: str
+    datanet: str
+    kind: str
+    ts: datetime
+    status: str
+    duplicate_of: str
+    content_hash: str
+    tokens: int
+    license: str
+    stake: int
+    qualities: list[float] = field(default_factory=list)
+    voters: dict[str, tuple[str, int]] = field(default_factory=dict)  # validator -> (verdict, stake)
+
+
+@dataclass
+class Stats:
+    processed: int = 0
+    redelivered: int = 0
+    deadlettered: int = 0
+    duplicates: int = 0
+    spam: int = 0
+    waiting: int = 0
+    late: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+    fees_micro: int = 0
+    credits_micro: dict[tuple[str, str], int] = field(default_factory=dict)  # (source, role)
+
+
+def encode(ev) -> bytes:
+    return canonical_json(event_to_dict(ev))
