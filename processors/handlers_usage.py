@@ -112,10 +112,10 @@ class UsageHandlers:
                                      "contributor": c.contributor, "datanet": c.datanet,
                                      "via_model": via, "weight": w, "evidence": evidence[via],
                                      "ts": ev.ts, "event_id": ev.event_id, "seq": self.seq})
-        validators, vweights = [], []
+        validators, vweights, informedness = [], [], {}
         for i, wi in sorted(per_doc.items()):
             acc = [(v, st) for v, (verdict, st) in sorted(self.by_idx[i].voters.items()) if verdict == "accept"]
-            xs = self._validator_weights(acc)
+            xs = self._validator_weights(acc, informedness)
             total = sum(xs)
             for (v, _), x in zip(acc, xs):
                 if x > 0:

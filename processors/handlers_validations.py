@@ -9,6 +9,8 @@ accepts concentrate on spam or who vote against the consensus are flagged.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from processors.messages import flag_message
@@ -44,10 +46,18 @@ class ValidationHandlers:
                                      "votes": self.ds.votes(vi), "ts": ev.ts,
                                      "event_id": ev.event_id, "seq": self.seq})
 
-    def _validator_weights(self, voters: list[tuple[str, int]]) -> list[float]:
-        """Fee weight of accepting validators: informedness (0 at or below chance) x stake weight."""
-        sw = self.ds.stake_weights([float(st) for _, st in voters])
-        return [self.ds.fee_weight(self.validators.get(v)) * float(w) for (v, _), w in zip(voters, sw)]
+    def _validator_weights(self, voters: list[tuple[str, int]],
+                           informedness: dict[str, float] | None = None) -> list[float]:
+        """Fee weight of accepting validators: informedness (0 at or below chance) x stake weight.
+        ``informedness`` caches the per-validator factor within one usage event."""
+        cache = {} if informedness is None else informedness
+        ds, out = self.ds, []
+        for v, st in voters:
+            if v not in cache:
+                cache[v] = ds.fee_weight(self.validators.get(v))
+            sw = min(ds.w_max, max(ds.w_min, math.log2(1.0 + max(0.0, float(st)) / ds.stake_ref)))
+            out.append(cache[v] * sw)
+        return out
 
     def _flag_validators(self, res: Result, ev) -> None:
         """At epoch close: validators whose accepts concentrate on spam, or who vote against
