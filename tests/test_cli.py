@@ -98,3 +98,22 @@ def test_proof_round_trip_and_forgery(replayed, tmp_path):
     assert bad.returncode == 1 and "do not hash to its leaf" in bad.stderr
     missing = poa("proof", "--store", str(store), "--account", "nobody", "--epoch", str(top["epoch"]), check=False)
     assert missing.returncode == 1 and "no ledger entries" in missing.stderr
+
+
+def test_demo_without_java_runs_the_replay_path(tmp_path):
+    """No Java or Maven on PATH: one clear line, then the same scenario through replay."""
+    import os
+    import shutil
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    os.symlink(sys.executable, bindir / "python")
+    env = {**os.environ, "PATH": str(bindir), "POA_HOME": str(tmp_path / "home")}
+    env.pop("POA_KAFKA_BOOTSTRAP", None)
+    assert shutil.which("java", path=str(bindir)) is None
+    out = subprocess.run([sys.executable, "-m", "poa.cli", "demo", "--scale", "0.1"], capture_output=True,
+                         text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = out.stdout.replace("\n", " ")
+    assert "java and mvn not found" in text and "REPLAY PATH" in text
+    assert "usage events whose credits != fee" in text
+    assert (tmp_path / "home" / "demo" / "report.html").exists()

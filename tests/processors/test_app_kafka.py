@@ -4,7 +4,9 @@ replay path on the same events: streaming and replay must agree exactly."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+from datetime import timezone
 import sys
 import uuid
 
@@ -79,6 +81,32 @@ def test_worker_over_http_matches_replay_and_ignores_redelivery(topics_fresh, ch
     assert w2.status()["redelivered"] >= 1
     assert ledger(sink) == sorted(want + [r for r in ledger(sink) if r[4] == "e99"])
     assert sink.scalar(f"SELECT sum(amount) FROM {db}.reward_ledger WHERE ref_event_id = 'e99'") == 77
+
+    # a contributor follows their reward stream: `poa rewards tail` sums to the store's sum
+    for account in ("alice", "op-base"):
+        out = subprocess.run([sys.executable, "-m", "poa.cli", "rewards", "tail", "--account", account,
+                              "--no-follow", "--json"], capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "POA_KAFKA_BOOTSTRAP": topics_fresh}, check=True)
+        credits = [json.loads(line) for line in out.stdout.splitlines()]
+        assert credits and all(c["account"] == account for c in credits)
+        assert sum(c["amount"] for c in credits) == sink.scalar(
+            f"SELECT sum(amount) FROM {db}.reward_ledger WHERE account = '{account}'")
+
+    # the pipeline-health panels run on the metrics this real worker wrote
+    from datetime import timedelta
+    from support.grafana_macros import expand
+    from poa.grafana import all_panels
+    _, span = sink.query(f"SELECT min(ts), max(ts) FROM {db}.pipeline_metrics")
+    t0, t1 = (t.replace(tzinfo=timezone.utc) for t in span[0])
+    sink.use_database()
+    try:
+        for _, panel in all_panels():
+            if "pipeline_metrics" in panel.sql:
+                sql = expand(panel.sql, t0 - timedelta(minutes=5), t1 + timedelta(minutes=5), timedelta(seconds=10))
+                cols, rows = sink.query(sql)
+                assert cols == list(panel.columns) and rows, panel.title
+    finally:
+        sink.command("USE default")
 
 
 def test_worker_with_embedded_store_then_poa_sql(topics_fresh, settings, tmp_path):
