@@ -121,7 +121,9 @@ def worker(loglevel: str = typer.Option("warning", help="faust log level")) -> N
 
 @app.command()
 def replay(events: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSONL event log"),
-           store: Path = typer.Option(..., "--store", help="embedded store directory")) -> None:
+           store: Path = typer.Option(..., "--store", help="embedded store directory"),
+           in_order: bool = typer.Option(False, "--in-order", help="the file is a processing log "
+                                         "(a store's events payloads by seq): keep its order exactly")) -> None:
     """Process a JSONL event log without Kafka (audits, backfills) into an embedded store."""
     from rich.progress import Progress
 
@@ -133,7 +135,8 @@ def replay(events: Path = typer.Argument(..., exists=True, dir_okay=False, help=
     try:
         with Progress(console=console) as prog:
             task = prog.add_task("replaying", total=total)
-            core = replay_file(events, s, sink, on_progress=lambda n: prog.update(task, completed=n))
+            core = replay_file(events, s, sink, on_progress=lambda n: prog.update(task, completed=n),
+                               in_order=in_order)
     finally:
         sink.close()
     st = core.stats

@@ -289,7 +289,14 @@ def build_app(settings: Settings, sink: Sink | None = None) -> tuple[faust.App, 
 
 def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     """Run the worker until SIGTERM/SIGINT (the ``poa worker`` command)."""
+    import signal
+
     from poa.kafka_local import ensure_topics
+
+    def stop_during_startup(signum, frame):  # before faust installs its own handlers
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop_during_startup)
     ensure_topics(settings.bootstrap, settings.topic_partitions)
     app, _ = build_app(settings)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)

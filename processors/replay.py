@@ -69,18 +69,24 @@ def process_all(settings: Settings, lines: Iterable[tuple[str, bytes]]) -> tuple
 
 
 def replay(lines: Iterable[tuple[str, bytes]], core: Core, sink: Sink, batch_events: int = 2000,
-           on_progress: Callable[[int], None] | None = None) -> None:
+           on_progress: Callable[[int], None] | None = None, in_order: bool = False) -> None:
     """Process (topic, raw) pairs through ``core`` and write them to ``sink`` in batches.
 
     One source: an event is released once an event ``settings.order_lateness_s``
     later has been seen, so events up to that far out of order are still processed
     in :func:`processors.order.order_key` order, like the worker merging partitions;
-    everything is released at the end.
+    everything is released at the end. ``in_order``: the lines are a processing log (the
+    ``events`` table's payloads by ``seq``): each is processed at once, in file order, which
+    reproduces that run's ledger and epoch roots exactly.
     """
     batch, n = Result(), 0
     lateness_s = core.s.order_lateness_s
     for topic, raw in lines:
-        batch.extend(step(core, topic, raw, lateness_s))
+        if in_order:
+            batch.extend(core.process(topic, raw))
+            batch.extend(core.release(None))
+        else:
+            batch.extend(step(core, topic, raw, lateness_s))
         n += 1
         if n % batch_events == 0:
             batch.rows["inbox"] = core.inbox_rows()
@@ -96,12 +102,13 @@ def replay(lines: Iterable[tuple[str, bytes]], core: Core, sink: Sink, batch_eve
 
 
 def replay_file(path: Path, settings: Settings, sink: Sink,
-                on_progress: Callable[[int], None] | None = None) -> Core:
+                on_progress: Callable[[int], None] | None = None, in_order: bool = False) -> Core:
     from attribution import warmup
     warmup()
     sink.ensure_schema()
     core = Core(settings)
     restore(core, sink)
     core.restored_seq = core.seq
-    replay(((topic_of(l), l) for l in iter_lines(path)), core, sink, on_progress=on_progress)
+    replay(((topic_of(l), l) for l in iter_lines(path)), core, sink, on_progress=on_progress,
+           in_order=in_order)
     return core

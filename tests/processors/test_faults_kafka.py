@@ -114,6 +114,28 @@ def test_sigkill_at_random_points(kafka_bootstrap, ch_http, sink, tmp_path, work
         assert w.stop() == 0
     assert kills >= 5
     check(sink, kafka_bootstrap, uninterrupted)
+    replay_reproduces_roots(sink, tmp_path)
+
+
+def replay_reproduces_roots(sink, tmp_path):
+    """`poa replay --in-order` of the run's own log reproduces its ledger and epoch roots."""
+    import subprocess
+    import sys
+    _, log = sink.query(f"SELECT payload FROM {sink.database}.events WHERE type != 'invalid' ORDER BY seq")
+    path = tmp_path / "log.jsonl"
+    path.write_text("".join(p + "\n" for (p,) in log))
+    store = tmp_path / "replayed"
+    subprocess.run([sys.executable, "-m", "poa.cli", "replay", "--in-order", str(path), "--store", str(store)],
+                   check=True, capture_output=True, timeout=600)
+
+    def q(sql):
+        out = subprocess.run([sys.executable, "-m", "poa.cli", "sql", "--store", str(store), sql + " FORMAT TSV"],
+                             check=True, capture_output=True, text=True, timeout=120)
+        return out.stdout.splitlines()
+    _, roots = sink.query(f"SELECT epoch, merkle_root FROM {sink.database}.epochs ORDER BY epoch")
+    assert q("SELECT epoch, merkle_root FROM epochs ORDER BY epoch") == [f"{e}\t{r}" for e, r in roots]
+    _, sums = sink.query(f"SELECT account, sum(amount) FROM {sink.database}.reward_ledger GROUP BY account ORDER BY account")
+    assert q("SELECT account, sum(amount) FROM reward_ledger GROUP BY account ORDER BY account") == [f"{a}\t{n}" for a, n in sums]
 
 
 def test_broker_restart_mid_run(kafka_bootstrap, ch_http, sink, tmp_path, workload, uninterrupted):
