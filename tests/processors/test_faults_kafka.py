@@ -69,11 +69,11 @@ def stream_sums(bootstrap: str) -> dict[str, int]:
     return sums
 
 
-def start(tmp_path, bootstrap, ch_http, sink, group):
+def start(tmp_path, bootstrap, ch_http, sink, group, **env: str):
     return WorkerProcess(tmp_path / "w", POA_KAFKA_BOOTSTRAP=bootstrap, POA_STORE_ENGINE="http",
                          POA_CLICKHOUSE_URL=f"http://127.0.0.1:{ch_http.port}",
                          POA_CLICKHOUSE_DATABASE=sink.database, POA_WORKER_ID=group,
-                         POA_WORKER_SESSION_TIMEOUT_S="8").start()
+                         POA_WORKER_SESSION_TIMEOUT_S="8", **env).start()
 
 
 def check(sink, bootstrap, uninterrupted):
@@ -93,29 +93,61 @@ def wait_done(w, sink, n):
                  and w.status().get("buffered") == 0, timeout_s=300, what=f"{n} events")
 
 
+def events_done(sink) -> int:
+    return sink.scalar(f"SELECT count() FROM {sink.database}.events")
+
+
+def poll_until(w, predicate, timeout_s: float) -> None:
+    """Poll every 20 ms until ``predicate()``, the worker exits, or the time is up."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and w.alive() and not predicate():
+        time.sleep(0.02)
+
+
 def test_sigkill_at_random_points(kafka_bootstrap, ch_http, sink, tmp_path, workload, uninterrupted):
+    """Six SIGKILLs, placed by progress rather than by wall-clock time so that they land
+    before the end on a fast machine too. Progress is the messages taken in (events
+    committed + events buffered for event-time order, from the worker's status file).
+    Every third kill lands in start-up (or its first batch); the others once a random
+    10-35% of the remaining messages is taken in, plus a random delay so that some land
+    inside the next batch. Batches of at most 50 messages per agent keep it fine-grained."""
     reset_topics(kafka_bootstrap, 3)
     produce_records(kafka_bootstrap, workload)
     group = "poa-test-" + uuid.uuid4().hex[:8]
     rng = random.Random(SEED)
-    n = uninterrupted[0].seq
-    kills = 0
+    n, total = uninterrupted[0].seq, len(workload)
+    kills, mid_run, taken = 0, 0, 0
+
+    def taken_in(w) -> int:
+        st = w.status()
+        return st.get("seq", 0) + st.get("buffered", 0)
     while kills < 6:
-        w = start(tmp_path, kafka_bootstrap, ch_http, sink, group)
-        time.sleep(rng.uniform(2.0, 9.0))  # start-up takes ~5 s: some kills land in it
-        done = sink.scalar(f"SELECT count() FROM {sink.database}.events")
+        before = events_done(sink)
+        w = start(tmp_path, kafka_bootstrap, ch_http, sink, group, POA_WORKER_BATCH_MAX="50")
+        if kills % 3 == 0:
+            poll_until(w, lambda: w.status().get("batches", 0) >= 1, timeout_s=rng.uniform(0.3, 4.0))
+        else:
+            target = taken + int((total - taken) * rng.uniform(0.10, 0.35))
+            poll_until(w, lambda: w.status().get("batches", 0) >= 1 and taken_in(w) >= target, timeout_s=120)
+            time.sleep(rng.uniform(0.0, 0.15))
+        batches, taken = w.status().get("batches", 0), max(taken, taken_in(w))
         rc = w.stop(signal.SIGKILL)
+        done = events_done(sink)
         if rc != -signal.SIGKILL:  # it died on its own first: a fault too, but say so
             warnings.warn(f"worker exited by itself with {rc} before the kill:\n{w.log_tail(1500)}")
         kills += 1
+        mid_run += batches >= 1 and done < n
+        print(f"kill {kills}: after {batches} batches, {taken} of {total} messages taken in, "
+              f"{before} -> {done} of {n} events committed")
         if done >= n:
             break
-    w = start(tmp_path, kafka_bootstrap, ch_http, sink, group)
+    w = start(tmp_path, kafka_bootstrap, ch_http, sink, group, POA_WORKER_BATCH_MAX="50")
     try:
         wait_done(w, sink, n)
     finally:
         assert w.stop() == 0
-    assert kills >= 5
+    assert kills == 6, f"the run finished after {kills} kills: the kill points did not spread"
+    assert mid_run >= 3, f"only {mid_run} kills landed mid-run"
     check(sink, kafka_bootstrap, uninterrupted)
     replay_reproduces_roots(sink, tmp_path)
 
@@ -148,7 +180,7 @@ def test_broker_restart_mid_run(kafka_bootstrap, ch_http, sink, tmp_path, worklo
     reset_topics(kafka_bootstrap, 3)
     produce_records(kafka_bootstrap, workload)
     group = "poa-test-" + uuid.uuid4().hex[:8]
-    w = start(tmp_path, kafka_bootstrap, ch_http, sink, group)
+    w = start(tmp_path, kafka_bootstrap, ch_http, sink, group, POA_WORKER_BATCH_MAX="50")
     w.wait_until(lambda: sink.scalar(f"SELECT count() FROM {sink.database}.events") > 0,
                  timeout_s=120, what="the first batch")
     broker = LocalKafka(s)
@@ -159,7 +191,7 @@ def test_broker_restart_mid_run(kafka_bootstrap, ch_http, sink, tmp_path, worklo
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # a supervisor restarts a worker that gave up
         if not w.alive():
-            w = start(tmp_path, kafka_bootstrap, ch_http, sink, group)
+            w = start(tmp_path, kafka_bootstrap, ch_http, sink, group, POA_WORKER_BATCH_MAX="50")
         if sink.scalar(f"SELECT count() FROM {sink.database}.events") >= n and w.status().get("buffered") == 0:
             break
         time.sleep(1)
