@@ -153,6 +153,7 @@ class OnlineDawidSkene:
         self.vi = np.zeros((256, 4), dtype=np.int64)
         self.vf = np.zeros((256, 2), dtype=np.float64)
         self.n_votes = 0
+        self.version = 0  # bumped by every update: caches of reliability/fee_weight key on it
         self.ring = np.zeros(retro_window if retro > 0 else 0, dtype=np.int64)
         self.ring_state = np.zeros(3, dtype=np.int64)
         self._one, self._w = np.zeros(3, dtype=np.int64), np.zeros(1)  # scratch for vote()
@@ -176,6 +177,7 @@ class OnlineDawidSkene:
     def set_prior(self, contrib_idx: int, prior: float) -> float:
         """Give ``c`` an external prior P(good) (instead of the class prior); returns its posterior."""
         c = contrib_idx
+        self.version += 1
         self._grow(0, c + 1, 0)
         if not self.ext[c] and self.head[c] >= 0:  # c leaves the class-prior estimate
             self.cls[0] -= self.post[c]
@@ -206,6 +208,7 @@ class OnlineDawidSkene:
     def _add(self, v, c, a, w, vmax: int, cmax: int, lowest: int) -> np.ndarray:
         if lowest < 0:
             raise ValueError("validators and contributions are dense ints >= 0 (use Interner)")
+        self.version += 1
         if vmax >= self.conf.shape[0] or cmax >= self.head.shape[0] or self.n_votes + v.size > self.vi.shape[0]:
             self._grow(vmax + 1, cmax + 1, self.n_votes + v.size)
         out, err = add_votes(self.conf, self.pc, self.vi, self.vf, self.head, self.lprior, self.ext, self.cls,
@@ -219,6 +222,7 @@ class OnlineDawidSkene:
 
     def sweep(self, passes: int = 1) -> None:
         """Re-evaluate every voted contribution in index order (a full EM pass over all votes)."""
+        self.version += 1
         for _ in range(passes):
             for c in np.flatnonzero(self.head >= 0):
                 self._refresh(int(c))

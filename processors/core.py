@@ -66,6 +66,9 @@ class Core(ContributionHandlers, ValidationHandlers, UsageHandlers):
         self.models: dict[str, Model] = {}
         self.validators = Interner()
         self.ds = OnlineDawidSkene()
+        self._fee_w: dict[str, float] = {}  # validator -> fee weight at ds.version (see _fee_weight)
+        self._fee_w_version = -1
+        self._eligible_cache: dict[str, tuple] = {}  # datanet -> (eligibility version, size, ids)
         self.guard = SpamGuard()
         self.validator_flagged: set[tuple[str, str]] = set()
         self.waiting: dict[str, list[tuple[str, object]]] = {}
@@ -245,7 +248,7 @@ class Core(ContributionHandlers, ValidationHandlers, UsageHandlers):
                 self._apply(res, topic, ev)
 
     def _validator_emission_weight(self, validator: str) -> float:
-        return self.ds.fee_weight(self.validators.get(validator))
+        return self._fee_weight(validator)
 
     def _acting_account(self, ev) -> str:
         if isinstance(ev, Contribution):

@@ -16,7 +16,7 @@ from attribution.spans import allowed_mask_from
 from attribution.text import token_hashes
 from processors.ledger import fee_credits
 from processors.lineage import lineage_mass
-from processors.state import Result, encode
+from processors.state import Result, eligibility_version, encode
 from streams import topics
 from streams.events import Model, Usage
 
@@ -41,8 +41,17 @@ class UsageHandlers:
         return c.status not in ("duplicate", "rejected", "spam")
 
     def _eligible_in(self, datanets) -> list[int]:
-        return [i for dn in datanets for i in self.by_datanet.get(dn, ())
-                if self._eligible(self.by_idx[i])]
+        """Eligible contribution indices of ``datanets``, in order; per datanet cached until a
+        status changes (``eligibility_version``) or the datanet gets a contribution."""
+        out, version = [], eligibility_version()
+        for dn in datanets:
+            ids = self.by_datanet.get(dn, ())
+            hit = self._eligible_cache.get(dn)
+            if hit is None or hit[0] != version or hit[1] != len(ids):
+                hit = self._eligible_cache[dn] = (version, len(ids),
+                                                  [i for i in ids if self._eligible(self.by_idx[i])])
+            out.extend(hit[2])
+        return out
 
     def _attribute(self, ev: Usage, toks: np.ndarray) -> tuple[dict, dict, int]:
         """Weights per (contribution idx, via model) summing to 1 (or empty), the evidence
@@ -112,10 +121,10 @@ class UsageHandlers:
                                      "contributor": c.contributor, "datanet": c.datanet,
                                      "via_model": via, "weight": w, "evidence": evidence[via],
                                      "ts": ev.ts, "event_id": ev.event_id, "seq": self.seq})
-        validators, vweights, informedness = [], [], {}
+        validators, vweights, fee_w = [], [], self._fee_weight
         for i, wi in sorted(per_doc.items()):
-            acc = [(v, st) for v, (verdict, st) in sorted(self.by_idx[i].voters.items()) if verdict == "accept"]
-            xs = self._validator_weights(acc, informedness)
+            acc = self._accepting(self.by_idx[i])
+            xs = [fee_w(v) * sw for v, sw in acc]
             total = sum(xs)
             for (v, _), x in zip(acc, xs):
                 if x > 0:

@@ -46,17 +46,35 @@ class ValidationHandlers:
                                      "votes": self.ds.votes(vi), "ts": ev.ts,
                                      "event_id": ev.event_id, "seq": self.seq})
 
-    def _validator_weights(self, voters: list[tuple[str, int]],
-                           informedness: dict[str, float] | None = None) -> list[float]:
-        """Fee weight of accepting validators: informedness (0 at or below chance) x stake weight.
-        ``informedness`` caches the per-validator factor within one usage event."""
-        cache = {} if informedness is None else informedness
+    def _fee_weight(self, validator: str) -> float:
+        """``ds.fee_weight`` of a validator, cached until the next update of the model
+        (``ds.version``): a run of usage events between votes looks each validator up once."""
+        if self._fee_w_version != self.ds.version:
+            self._fee_w.clear()
+            self._fee_w_version = self.ds.version
+        w = self._fee_w.get(validator)
+        if w is None:
+            w = self._fee_w[validator] = self.ds.fee_weight(self.validators.get(validator))
+        return w
+
+    def _accepting(self, c) -> list[tuple[str, float]]:
+        """(validator, stake weight) of ``c``'s accepting voters, sorted by validator; cached
+        on ``c`` until it gets another vote (``voters`` only grows)."""
+        cached = c.accepting
+        if cached is None or cached[0] != len(c.voters):
+            ds = self.ds
+            acc = [(v, min(ds.w_max, max(ds.w_min, math.log2(1.0 + max(0.0, float(st)) / ds.stake_ref))))
+                   for v, (verdict, st) in sorted(c.voters.items()) if verdict == "accept"]
+            cached = c.accepting = (len(c.voters), acc)
+        return cached[1]
+
+    def _validator_weights(self, voters: list[tuple[str, int]]) -> list[float]:
+        """Fee weight of accepting validators ``[(validator, stake)]``: informedness (0 at or
+        below chance) x stake weight (log2 of stake over ``stake_ref``, clipped)."""
         ds, out = self.ds, []
         for v, st in voters:
-            if v not in cache:
-                cache[v] = ds.fee_weight(self.validators.get(v))
             sw = min(ds.w_max, max(ds.w_min, math.log2(1.0 + max(0.0, float(st)) / ds.stake_ref)))
-            out.append(cache[v] * sw)
+            out.append(self._fee_weight(v) * sw)
         return out
 
     def _flag_validators(self, res: Result, ev) -> None:

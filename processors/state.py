@@ -21,6 +21,15 @@ class Result:
         self.messages.extend(other.messages)
 
 
+_ELIGIBILITY = [0]
+
+
+def eligibility_version() -> int:
+    """A counter bumped whenever any contribution's ``status`` is set to a new value (in any
+    core of this process): caches of eligible contributions key on it, so they are never stale."""
+    return _ELIGIBILITY[0]
+
+
 @dataclass
 class ContributionState:
     idx: int
@@ -37,6 +46,12 @@ class ContributionState:
     stake: int
     qualities: list[float] = field(default_factory=list)
     voters: dict[str, tuple[str, int]] = field(default_factory=dict)  # validator -> (verdict, stake)
+    accepting: tuple | None = None  # cache: (len(voters), [(validator, stake weight)])
+
+    def __setattr__(self, name, value):
+        if name == "status" and self.__dict__.get("status") != value:
+            _ELIGIBILITY[0] += 1
+        object.__setattr__(self, name, value)
 
 
 @dataclass

@@ -140,3 +140,24 @@ def test_inbox_persists_unreleased_events(settings, sink):
     assert fresh.release(None).rows["contributions"][0]["contribution_id"] == "c1"
     # a re-delivery of a stored-but-unprocessed event changes nothing
     assert fresh.process(*records[0]).rows == {} and fresh.stats.redelivered == 1
+
+
+def test_eligibility_and_fee_weight_caches_never_stale(settings):
+    """The usage path caches eligible contributions per datanet and validators' fee weights;
+    after every event of a seeded scenario both equal a fresh computation."""
+    from poa.scenario import generate
+    from processors.replay import step
+    core = Core(settings)
+    checked = 0
+    for topic, line in generate(seed=3, scale=0.3).records:
+        step(core, topic, line.encode(), 1e10)
+        core.release(None)
+        for dn, ids in core.by_datanet.items():
+            fresh = [i for i in ids if core.by_idx[i].status not in ("duplicate", "rejected", "spam")]
+            assert core._eligible_in([dn]) == fresh
+        for v in core.validators.names:
+            assert core._fee_weight(v) == core.ds.fee_weight(core.validators.get(v))
+        for c in core.by_idx:
+            assert [v for v, _ in core._accepting(c)] == sorted(v for v, (x, _) in c.voters.items() if x == "accept")
+        checked += 1
+    assert checked > 500 and core.stats.by_type.get("usage", 0) > 0
