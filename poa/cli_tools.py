@@ -54,8 +54,10 @@ def grafana_generate(out_dir: Optional[Path] = typer.Option(
 
 
 def grafana_token() -> str | None:
-    """The Grafana service-account token: settings' ``grafana_token`` or ``POA_GRAFANA_TOKEN``."""
-    tok = getattr(_settings(), "grafana_token", None)
+    """The Grafana service-account token: settings' ``grafana_token`` or ``POA_GRAFANA_TOKEN``,
+    read afresh (not the process's cached settings: a token set or revoked since counts)."""
+    from poa.settings import Settings
+    tok = getattr(Settings(), "grafana_token", None)
     if tok is not None and hasattr(tok, "get_secret_value"):
         tok = tok.get_secret_value()
     return tok or os.environ.get("POA_GRAFANA_TOKEN") or None

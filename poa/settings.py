@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     share_protocol_bps: int = 500
     treasury_account: str = "protocol:treasury"
     epoch_s: int = 86_400
+    epoch_sweep_passes: int = 1  # full EM passes over all votes at each epoch close (0: off)
     emission_per_epoch_micro: int = 1_000 * MICRO_PER_TOKEN  # emission budget of the first epoch
     emission_decay_bps: int = 100  # each later epoch's budget shrinks by this share
     emission_contributors_bps: int = 8000  # the rest of an epoch's emission goes to validators

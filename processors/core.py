@@ -173,8 +173,10 @@ class Core(ContributionHandlers, ValidationHandlers, UsageHandlers):
         if missing:
             self.waiting.setdefault(missing, []).append((topic, ev))
             self.stats.waiting += 1
-            return
-        self._apply(res, topic, ev)
+        else:
+            self._apply(res, topic, ev)
+        if closed:
+            self._refresh_statuses(res, ev)
 
     def replay_log(self, rows) -> int:
         """Rebuild state from ``events`` rows (seq, event_id, type, topic, ts, payload) in seq order."""

@@ -3,7 +3,7 @@
 A mixin of :class:`processors.core.Core`. Each vote updates the online Dawid-Skene
 model (attribution/reliability.py); a contribution's status follows its posterior
 (``accepted`` >= 0.8, ``rejected`` <= 0.2, else ``pending``) unless it is a duplicate
-or spam. Validators share fees by informedness ``max(0, 2 * reliability - 1)`` times a
+or spam, at each vote on it and again at every epoch close (after a full EM sweep). Validators share fees by informedness ``max(0, 2 * reliability - 1)`` times a
 stake weight that never exceeds one vote; at each epoch close, validators whose
 accepts concentrate on spam or who vote against the consensus are flagged.
 """
@@ -76,6 +76,31 @@ class ValidationHandlers:
             sw = min(ds.w_max, max(ds.w_min, math.log2(1.0 + max(0.0, float(st)) / ds.stake_ref)))
             out.append(self._fee_weight(v) * sw)
         return out
+
+    def _refresh_statuses(self, res: Result, ev) -> int:
+        """At epoch close: ``epoch_sweep_passes`` full EM passes over all votes, then every
+        voted contribution (not duplicate or spam) takes the status its posterior now gives,
+        so a status does not freeze at its last vote while the validators' confusions move
+        (an early accept by colluders is undone once they are found out). Changed statuses
+        are written as new ``contributions`` rows (version = this seq; a row this event
+        already wrote for the same contribution is replaced). Returns how many changed."""
+        if self.s.epoch_sweep_passes <= 0:
+            return 0
+        ds = self.ds
+        ds.sweep(self.s.epoch_sweep_passes)
+        changed = []
+        for c in self.by_idx:
+            if c.voters and c.status not in ("duplicate", "spam"):
+                new = ds.status(c.idx)
+                if new != c.status:
+                    c.status = new
+                    changed.append(c)
+        if changed:
+            ids = {c.contribution_id for c in changed}
+            rows = res.rows.setdefault("contributions", [])
+            rows[:] = [r for r in rows if not (r["seq"] == self.seq and r["contribution_id"] in ids)]
+            rows.extend(self._contribution_row(c, ev.event_id) for c in changed)
+        return len(changed)
 
     def _flag_validators(self, res: Result, ev) -> None:
         """At epoch close: validators whose accepts concentrate on spam, or who vote against

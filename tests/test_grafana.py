@@ -273,5 +273,5 @@ def test_push_creates_folder_and_overwrites_dashboards(stub_grafana, monkeypatch
 def test_push_without_token_says_how_to_fix(monkeypatch):
     monkeypatch.delenv("POA_GRAFANA_TOKEN", raising=False)
     res = CliRunner().invoke(_cli(), ["grafana", "push", "--url", "http://127.0.0.1:9"])
-    assert res.exit_code == 2
+    assert res.exit_code == 2, (res.output, repr(res.exception))
     assert "POA_GRAFANA_TOKEN" in " ".join(res.output.split())
