@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     worker_batch_within_s: float = 0.5
     worker_idle_release_s: float = 120.0  # liveness valve: release all after this long idle
     worker_session_timeout_s: float = 30.0  # consumer group session: how soon a dead worker's partitions move
+    # static group membership (KIP-345): a restarted worker with the same instance id takes its
+    # partitions back at once instead of waiting out the dead session; "" = dynamic membership
+    worker_instance_id: str = "worker-0"
     order_lateness_s: float = 3600.0  # event time an event may arrive behind later ones and still be ordered
     worker_status_file: Path | None = None  # default: <home>/worker-status.json
 

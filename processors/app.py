@@ -258,6 +258,7 @@ def build_app(settings: Settings, sink: Sink | None = None) -> tuple[faust.App, 
         broker_commit_every=settings.worker_batch_max,
         broker_commit_interval=1.0,
         broker_session_timeout=settings.worker_session_timeout_s,
+        consumer_group_instance_id=settings.worker_instance_id or None,
         **kafka_client_options(settings),
     )
     for name in topics.OUTPUT_TOPICS:
