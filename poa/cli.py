@@ -98,7 +98,8 @@ def rewards_tail(account: str = typer.Option(..., "--account", help="the account
     s = _settings()
     total = 0
     try:
-        for c in tail_rewards(s.bootstrap, account, from_beginning=from_beginning, follow=follow):
+        for c in tail_rewards(s.bootstrap, account, from_beginning=from_beginning, follow=follow,
+                              **s.kafka_python_options()):
             total += c["amount"]
             if as_json:
                 sys.stdout.write(json.dumps(c, sort_keys=True) + "\n")

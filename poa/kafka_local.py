@@ -218,28 +218,41 @@ def ensure_topics(bootstrap: str, partitions: int, topic_names=ALL_TOPICS, **cli
 
 
 def reset_topics(bootstrap: str, partitions: int, timeout_s: float = 60.0) -> None:
-    """Delete the PoA topics (and the demo/test worker's internal ones) and create them anew.
+    """Delete the PoA topics (and the demo/test worker's internal ones) and create them anew
+    with their explicit partition counts, checked: a topic that a client's metadata request
+    auto-created in between (with the broker's default count) is deleted and created again.
 
     Only for a broker this tool owns (the demo's and the tests'): it erases the topics' data.
     """
     from kafka import KafkaAdminClient
+    deadline = time.monotonic() + timeout_s
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
-        present = [t for t in admin.list_topics()
-                   if t in ALL_TOPICS or t.startswith(("poa-demo", "poa-test"))]
-        if present:
-            admin.delete_topics(present)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and set(present) & set(admin.list_topics()):
-            time.sleep(0.3)
+        doomed = [t for t in admin.list_topics() if t in ALL_TOPICS or t.startswith(("poa-demo", "poa-test"))]
+        while True:
+            if doomed:
+                admin.delete_topics(doomed)
+                while time.monotonic() < deadline and set(doomed) & set(admin.list_topics()):
+                    time.sleep(0.3)
+            try:
+                ensure_topics(bootstrap, partitions)
+                present = [t for t in ALL_TOPICS if t in set(admin.list_topics())]
+                counts = {t["name"]: len(t["partitions"]) for t in admin.describe_topics(present)}
+                doomed = [t for t in present if counts.get(t) != partitions_for(t, partitions)]
+                if not doomed and len(present) < len(ALL_TOPICS):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"topics missing after reset: {sorted(set(ALL_TOPICS) - set(present))}")
+                    time.sleep(0.3)
+                    continue  # a creation that lost a race: ensure_topics creates the rest
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                doomed = []
+                time.sleep(0.5)
+                continue
+            if not doomed:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"topics with the wrong partition count after reset: {doomed}")
     finally:
         admin.close()
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            ensure_topics(bootstrap, partitions)
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)

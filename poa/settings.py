@@ -104,6 +104,18 @@ class Settings(BaseSettings):
         return (self.share_contributors_bps, self.share_operator_bps,
                 self.share_validators_bps, self.share_protocol_bps)
 
+    def kafka_python_options(self) -> dict:
+        """Security options for kafka-python clients (the worker's outbox, admin, tools)."""
+        if self.kafka_security_protocol == "PLAINTEXT":
+            return {}
+        opts: dict = {"security_protocol": self.kafka_security_protocol}
+        if self.kafka_sasl_mechanism:
+            opts.update(sasl_mechanism=self.kafka_sasl_mechanism,
+                        sasl_plain_username=self.kafka_sasl_username or "",
+                        sasl_plain_password=self.kafka_sasl_password.get_secret_value()
+                        if self.kafka_sasl_password else "")
+        return opts
+
     @property
     def kafka_dir(self) -> Path:
         return self.kafka_data_dir or self.home / "kafka"

@@ -80,6 +80,7 @@ class Pipeline:
         self.warmup_s = 0.0
         self.arrived_ms: dict[str, float] = {}  # event_id -> Kafka record time, until processed
         self.app: faust.App | None = None
+        self.outbox = None  # streams.outbox.TransactionalOutbox, opened by republish()
 
     def restore(self) -> int:
         self.sink.ensure_schema()
@@ -87,20 +88,29 @@ class Pipeline:
         self.republish()
         return n
 
+    def _open_outbox(self) -> None:
+        from streams.outbox import TransactionalOutbox
+        if self.outbox is not None:
+            self.outbox.close()
+            self.outbox = None
+        tid = f"poa-out.{self.s.worker_id}.{self.s.worker_instance_id or 'dynamic'}"
+        self.outbox = TransactionalOutbox(self.s.bootstrap, tid, **self.s.kafka_python_options())
+
     def republish(self) -> int:
-        """Outbox recovery: re-send the messages of rows stored after the last delivered mark
-        (a crash between the write and the delivery). Consumers deduplicate by identity."""
+        """Outbox recovery, at start and after a failed publish: (re)open the transactional
+        producer (fencing a previous incarnation and aborting its open transaction), read
+        back the highest committed ``poa-seq`` from the output topics, and publish the
+        stored rows above it in one transaction (streams/outbox.py): each message once."""
         from processors.messages import messages_from_rows
-        from streams.producer import EventProducer
-        messages = messages_from_rows(self.sink.unpublished_rows())
-        if not messages:
-            return 0
-        with EventProducer(self.s.bootstrap) as producer:
-            for topic, key, value in messages:
-                producer.send_raw(topic, value, key=key.encode())
+        from streams.outbox import published_mark
+        self._open_outbox()
+        mark = published_mark(self.s.bootstrap, topics.OUTPUT_TOPICS, **self.s.kafka_python_options())
+        messages = messages_from_rows(self.sink.unpublished_rows(mark))
+        n = self.outbox.publish(messages, self.core.seq)
         self.sink.write({"outbox": [{"seq": self.core.seq}]})
-        log.warning("re-published %d output messages after an interrupted batch", len(messages))
-        return len(messages)
+        if n:
+            log.warning("published %d stored output messages above the committed mark %d", n, mark)
+        return n
 
     async def write(self, res: Result) -> None:
         attempt = 0
@@ -205,16 +215,25 @@ class Pipeline:
         self.write_status()
 
     async def publish(self, messages: list[tuple[str, str, bytes]]) -> None:
-        """Produce the output messages and wait for their delivery (before offsets move).
-
-        Straight through the app's producer: faust's ``Topic.send`` costs several times
-        more per message, and a usage event produces one reward message per credit."""
+        """Produce the batch's output messages in one Kafka transaction (before offsets move).
+        On failure (broker down, timeout), retry until the output is complete: re-open the
+        outbox and publish everything stored above the committed mark, this batch included."""
         if not messages:
             return
-        producer = self.app.producer
-        futures = [await producer.send(topic, key.encode(), value, None, None, None)
-                   for topic, key, value in messages]
-        await asyncio.gather(*futures)
+        try:
+            await asyncio.to_thread(self.outbox.publish, messages, self.core.seq)
+            return
+        except Exception as exc:
+            log.warning("publishing %d output messages failed: %s", len(messages), exc)
+        attempt = 0
+        while True:
+            attempt += 1
+            await asyncio.sleep(min(30.0, 1.0 * attempt))
+            try:
+                await asyncio.to_thread(self.republish)
+                return
+            except Exception as exc:
+                log.warning("output recovery failed (attempt %d): %s", attempt, exc)
 
     def write_status(self) -> None:
         """A small JSON status file (``POA_WORKER_STATUS_FILE``) for ops and the demo."""

@@ -94,10 +94,12 @@ class Sink(ABC):
                              f"(SELECT event_id FROM {db}.events) ORDER BY ts, event_id")
         return rows
 
-    def unpublished_rows(self) -> dict[str, list[dict]]:
-        """Rows whose output messages may not have reached Kafka (seq above the outbox mark)."""
+    def unpublished_rows(self, mark: int | None = None) -> dict[str, list[dict]]:
+        """Rows with output messages and ``seq`` above ``mark`` (default: the ``outbox``
+        table's mark; the worker passes the committed mark read back from Kafka)."""
         db = self.database
-        mark = int(self.scalar(f"SELECT max(seq) FROM {db}.outbox") or 0)
+        if mark is None:
+            mark = int(self.scalar(f"SELECT max(seq) FROM {db}.outbox") or 0)
         out = {}
         for table in ("reward_ledger", "flags", "deadletter"):
             cols, rows = self.query(f"SELECT * FROM {db}.{table} WHERE seq > {mark} ORDER BY seq")

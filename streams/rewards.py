@@ -1,8 +1,9 @@
 """A contributor's reward stream: ``poa rewards tail --account A``.
 
-Reads poa.rewards (keyed by account) with a real consumer, keeps the account's credits,
-and drops repeats by ``entry_id`` (the worker's outbox may re-send after a crash: the
-stream is at-least-once, the credits exactly-once). ``follow=False`` stops once every
+Reads poa.rewards (keyed by account) with a real read_committed consumer, so it sees
+each committed credit once (the worker publishes each batch in one Kafka transaction,
+streams/outbox.py); it also drops repeats by ``entry_id``, a guard for streams written
+by other producers. ``follow=False`` stops once every
 partition is read to its end offset at the time of the call.
 """
 from __future__ import annotations
@@ -16,8 +17,8 @@ from streams import topics
 def tail_rewards(bootstrap: str, account: str, from_beginning: bool = True, follow: bool = True,
                  poll_ms: int = 500, **client_kwargs) -> Iterator[dict]:
     from kafka import KafkaConsumer, TopicPartition
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             group_id=None, **client_kwargs)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                             isolation_level="read_committed", **client_kwargs)
     try:
         parts = [TopicPartition(topics.REWARDS, p)
                  for p in sorted(consumer.partitions_for_topic(topics.REWARDS) or ())]

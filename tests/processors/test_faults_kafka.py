@@ -1,6 +1,7 @@
 """Faults against the real broker: SIGKILL the worker at random points, restart the
 broker mid-run. The final ledger must equal the uninterrupted one: same rows, same
-sums, same epoch roots; the reward stream (deduplicated by entry_id) must equal it too."""
+sums, same epoch roots; the reward stream, read_committed, must hold every credit exactly
+once (no entry_id twice) and equal it too."""
 from __future__ import annotations
 
 import json
@@ -51,7 +52,7 @@ def expected_ledger(rows):
 
 def stream_sums(bootstrap: str) -> dict[str, int]:
     from kafka import KafkaConsumer, TopicPartition
-    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed")
     parts = [TopicPartition(topics.REWARDS, p) for p in c.partitions_for_topic(topics.REWARDS)]
     c.assign(parts)
     c.seek_to_beginning(*parts)
@@ -62,9 +63,9 @@ def stream_sums(bootstrap: str) -> dict[str, int]:
             for r in recs:
                 credit = json.loads(r.value)
                 assert r.key.decode() == credit["account"]
-                if credit["entry_id"] not in seen:
-                    seen.add(credit["entry_id"])
-                    sums[credit["account"]] = sums.get(credit["account"], 0) + credit["amount"]
+                assert credit["entry_id"] not in seen, f"published twice: {credit}"  # exactly once
+                seen.add(credit["entry_id"])
+                sums[credit["account"]] = sums.get(credit["account"], 0) + credit["amount"]
     c.close()
     return sums
 
