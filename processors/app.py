@@ -80,37 +80,56 @@ class Pipeline:
         self.warmup_s = 0.0
         self.arrived_ms: dict[str, float] = {}  # event_id -> Kafka record time, until processed
         self.app: faust.App | None = None
-        self.outbox = None  # streams.outbox.TransactionalOutbox, opened by republish()
+        self.outbox = None  # streams.outbox.TransactionalOutbox, opened by recover_output()
 
     def restore(self) -> int:
         self.sink.ensure_schema()
-        n = restore(self.core, self.sink)
-        self.republish()
-        return n
+        return restore(self.core, self.sink)
 
-    def _open_outbox(self) -> None:
-        from streams.outbox import TransactionalOutbox
-        if self.outbox is not None:
-            self.outbox.close()
-            self.outbox = None
-        tid = f"poa-out.{self.s.worker_id}.{self.s.worker_instance_id or 'dynamic'}"
-        self.outbox = TransactionalOutbox(self.s.bootstrap, tid, **self.s.kafka_python_options())
-
-    def republish(self) -> int:
-        """Outbox recovery, at start and after a failed publish: (re)open the transactional
-        producer (fencing a previous incarnation and aborting its open transaction), read
-        back the highest committed ``poa-seq`` from the output topics, and publish the
-        stored rows above it in one transaction (streams/outbox.py): each message once."""
+    async def recover_output(self) -> int:
+        """Outbox recovery, before the first publish and after a failed one (call under
+        ``lock``): (re)open the transactional producer, which fences a previous incarnation
+        and aborts its open transaction, read back the highest committed ``poa-seq`` from
+        the output topics, and publish the stored rows above it in one transaction
+        (streams/outbox.py): each message exactly once."""
         from processors.messages import messages_from_rows
-        from streams.outbox import published_mark
-        self._open_outbox()
-        mark = published_mark(self.s.bootstrap, topics.OUTPUT_TOPICS, **self.s.kafka_python_options())
-        messages = messages_from_rows(self.sink.unpublished_rows(mark))
-        n = self.outbox.publish(messages, self.core.seq)
-        self.sink.write({"outbox": [{"seq": self.core.seq}]})
+        from streams.outbox import TransactionalOutbox, published_mark
+        await self._drop_outbox()
+        tid = f"poa-out.{self.s.worker_id}.{self.s.worker_instance_id or 'dynamic'}"
+        outbox = TransactionalOutbox(self.s.bootstrap, tid, **self.s.kafka_python_options())
+        try:
+            await outbox.start()
+            mark = await asyncio.to_thread(published_mark, self.s.bootstrap, topics.OUTPUT_TOPICS,
+                                           **self.s.kafka_python_options())
+            rows = await asyncio.to_thread(self.sink.unpublished_rows, mark)
+            n = await outbox.publish(messages_from_rows(rows), self.core.seq)
+        except BaseException:
+            await asyncio.wait_for(outbox.stop(), 10.0)
+            raise
+        self.outbox = outbox
+        await self.write(Result(rows={"outbox": [{"seq": self.core.seq}]}))
         if n:
             log.warning("published %d stored output messages above the committed mark %d", n, mark)
         return n
+
+    async def _drop_outbox(self) -> None:
+        old, self.outbox = self.outbox, None
+        if old is not None:
+            try:
+                await asyncio.wait_for(old.stop(), 10.0)
+            except Exception:
+                pass
+
+    async def ensure_output(self) -> None:
+        """At start (an app task) and before the first publish: recover the output once."""
+        attempt = 0
+        while self.outbox is None:
+            try:
+                await self.recover_output()
+            except Exception as exc:
+                attempt += 1
+                log.warning("output recovery failed (attempt %d): %s", attempt, exc)
+                await asyncio.sleep(min(30.0, 1.0 * attempt))
 
     async def write(self, res: Result) -> None:
         attempt = 0
@@ -216,24 +235,20 @@ class Pipeline:
 
     async def publish(self, messages: list[tuple[str, str, bytes]]) -> None:
         """Produce the batch's output messages in one Kafka transaction (before offsets move).
-        On failure (broker down, timeout), retry until the output is complete: re-open the
-        outbox and publish everything stored above the committed mark, this batch included."""
+        The first time, and after a failure (broker down, timeout), recover instead: publish
+        everything stored above the committed mark, this batch's rows included."""
         if not messages:
             return
+        if self.outbox is None:
+            await self.ensure_output()  # publishes this batch's stored rows too
+            return
         try:
-            await asyncio.to_thread(self.outbox.publish, messages, self.core.seq)
+            await self.outbox.publish(messages, self.core.seq)
             return
         except Exception as exc:
             log.warning("publishing %d output messages failed: %s", len(messages), exc)
-        attempt = 0
-        while True:
-            attempt += 1
-            await asyncio.sleep(min(30.0, 1.0 * attempt))
-            try:
-                await asyncio.to_thread(self.republish)
-                return
-            except Exception as exc:
-                log.warning("output recovery failed (attempt %d): %s", attempt, exc)
+        await self._drop_outbox()
+        await self.ensure_output()
 
     def write_status(self) -> None:
         """A small JSON status file (``POA_WORKER_STATUS_FILE``) for ops and the demo."""
@@ -302,6 +317,11 @@ def build_app(settings: Settings, sink: Sink | None = None) -> tuple[faust.App, 
     @app.timer(interval=0.5)
     async def idle_release() -> None:
         await pipe.release_idle()
+
+    @app.task
+    async def recover_output() -> None:  # stored rows a crash left unpublished go out at start
+        async with pipe.lock:
+            await pipe.ensure_output()
 
     pipe.app = app
     return app, pipe

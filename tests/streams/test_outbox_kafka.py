@@ -3,6 +3,7 @@ only whole committed batches; the next incarnation fences the old producer, read
 the committed mark and re-publishes the rest, so read_committed consumers see each once."""
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -41,25 +42,28 @@ def read_all(bootstrap: str, isolation: str) -> list[str]:
 def test_crash_inside_a_transaction_then_recovery_publishes_each_message_once(kafka_bootstrap):
     reset_topics(kafka_bootstrap, 3)
     tid = "poa-out.test." + uuid.uuid4().hex[:8]
-    first = TransactionalOutbox(kafka_bootstrap, tid)
-    assert published_mark(kafka_bootstrap, topics.OUTPUT_TOPICS) == 0
-    assert first.publish(credits(0, 20), seq=5) == 20
-    # batch 2 is in flight when the worker dies: sent, flushed, never committed
-    first.producer.begin_transaction()
-    for topic, key, value in credits(20, 35):
-        first.producer.send(topic, key=key.encode(), value=value, headers=[("poa-seq", b"9")])
-    first.producer.flush()
 
-    second = TransactionalOutbox(kafka_bootstrap, tid)  # fences `first`, aborts its transaction
-    try:
-        assert published_mark(kafka_bootstrap, topics.OUTPUT_TOPICS) == 5
-        assert second.publish(credits(20, 35), seq=9) == 15
-        assert published_mark(kafka_bootstrap, topics.OUTPUT_TOPICS) == 9
-    finally:
-        second.close()
+    async def run():
+        first = await TransactionalOutbox(kafka_bootstrap, tid).start()
+        assert published_mark(kafka_bootstrap, topics.OUTPUT_TOPICS) == 0
+        assert await first.publish(credits(0, 20), seq=5) == 20
+        # batch 2 is in flight when the worker dies: sent, flushed, never committed
+        await first.producer.begin_transaction()
+        for topic, key, value in credits(20, 35):
+            await first.producer.send(topic, key=key.encode(), value=value, headers=[("poa-seq", b"9")])
+        await first.producer.flush()
+
+        second = await TransactionalOutbox(kafka_bootstrap, tid).start()  # fences `first`, aborts its txn
+        try:
+            assert published_mark(kafka_bootstrap, topics.OUTPUT_TOPICS) == 5
+            assert await second.publish(credits(20, 35), seq=9) == 15
+            assert published_mark(kafka_bootstrap, topics.OUTPUT_TOPICS) == 9
+        finally:
+            await second.stop()
+            await first.stop()
+    asyncio.run(run())
     expected = sorted(f"e{i}" for i in range(35))
     assert read_all(kafka_bootstrap, "read_committed") == expected
     # the aborted copies are in the log: a read_uncommitted reader sees batch 2 twice
     uncommitted = read_all(kafka_bootstrap, "read_uncommitted")
     assert len(uncommitted) == 50 and set(uncommitted) == set(expected)
-    first.close()
