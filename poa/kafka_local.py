@@ -112,7 +112,9 @@ class LocalKafka:
     def _format(self, conf: Path) -> None:
         if (self.dir / "data" / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # as Kafka's Uuid.randomUuid(): "-..." reads as an option
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         r = subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", cluster_id,
                                       "-c", str(conf), "-g", heap="256m"),
                            capture_output=True, text=True)
