@@ -169,6 +169,10 @@ class OnlineDawidSkene:
         return float(refresh(self.conf, self.pc, self.vi, self.vf, self.head, self.lprior, self.ext,
                              self.cls, self.post, c, self.prm))
 
+    def stake_weight(self, stake: float) -> float:
+        """One vote's weight: ``clip(log2(1 + stake / stake_ref), w_min, w_max)`` (stake >= 0)."""
+        return min(self.w_max, max(self.w_min, math.log2(1.0 + max(0.0, float(stake)) / self.stake_ref)))
+
     def stake_weights(self, stakes) -> np.ndarray:
         w = np.log2(1.0 + np.maximum(np.asarray(stakes, dtype=np.float64), 0.0) / self.stake_ref)
         return np.clip(w, self.w_min, self.w_max)
@@ -192,7 +196,7 @@ class OnlineDawidSkene:
             self.set_prior(contrib_idx, prior)
         v, c, one = int(validator_idx), int(contrib_idx), self._one
         one[0], one[1], one[2] = v, c, 1 if accept else 0
-        self._w[0] = min(self.w_max, max(self.w_min, math.log2(1.0 + max(0.0, float(stake)) / self.stake_ref)))
+        self._w[0] = self.stake_weight(stake)
         return float(self._add(one[0:1], one[1:2], one[2:3], self._w, v, c, min(v, c))[0])
 
     def vote_many(self, validators, contribs, accepts, stakes) -> np.ndarray:

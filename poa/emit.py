@@ -163,20 +163,7 @@ def emit_model(producer, **kw) -> dict:
     return ev
 
 
-def kafka_client_kwargs(settings) -> dict:
-    """kafka-python security options from settings (SASL credentials never come from code)."""
-    kw: dict[str, Any] = {}
-    if settings.kafka_security_protocol != "PLAINTEXT":
-        kw["security_protocol"] = settings.kafka_security_protocol
-    if settings.kafka_sasl_mechanism:
-        kw["sasl_mechanism"] = settings.kafka_sasl_mechanism
-        kw["sasl_plain_username"] = settings.kafka_sasl_username or ""
-        kw["sasl_plain_password"] = (settings.kafka_sasl_password.get_secret_value()
-                                     if settings.kafka_sasl_password else "")
-    return kw
-
-
 def open_producer(settings, bootstrap: str | None = None):
     """An :class:`streams.producer.EventProducer` on the configured cluster."""
     from streams.producer import EventProducer
-    return EventProducer(bootstrap or settings.bootstrap, **kafka_client_kwargs(settings))
+    return EventProducer(bootstrap or settings.bootstrap, **settings.kafka_python_options())

@@ -97,6 +97,20 @@ def _sql(text: str) -> str:
     return dedent(text).strip()
 
 
+def _attributed_share_sql(col: str) -> str:
+    """Attribution weight (requests accounted for), fee tokens and share, by ``col``."""
+    return f"""
+            SELECT a.{col} AS {col},
+                   round(sum(a.weight), 3) AS attributed_requests,
+                   round(sum(a.weight * u.fee) / 1e6, 6) AS attributed_fee_tokens,
+                   round(sum(a.weight) / sum(sum(a.weight)) OVER (), 4) AS share
+            FROM attributions AS a
+            INNER JOIN usage AS u ON a.event_id = u.event_id
+            WHERE $__timeFilter(a.ts)
+            GROUP BY a.{col}
+            ORDER BY attributed_requests DESC, {col}"""
+
+
 def _p(title: str, kind: str, sql: str, columns: str, **kw) -> PanelSpec:
     return PanelSpec(title=title, kind=kind, sql=_sql(sql), columns=tuple(columns.split()), **kw)
 
@@ -248,29 +262,11 @@ ATTRIBUTION = DashboardSpec(
            "ancestor used_model attributed_requests contributions", w=12,
            description="Attribution weight credited to contributions through an ancestor's "
                        "datanets (attributions.via_model differs from the model used)."),
-        _p("Attributed share by datanet", "piechart", """
-            SELECT a.datanet AS datanet,
-                   round(sum(a.weight), 3) AS attributed_requests,
-                   round(sum(a.weight * u.fee) / 1e6, 6) AS attributed_fee_tokens,
-                   round(sum(a.weight) / sum(sum(a.weight)) OVER (), 4) AS share
-            FROM attributions AS a
-            INNER JOIN usage AS u ON a.event_id = u.event_id
-            WHERE $__timeFilter(a.ts)
-            GROUP BY a.datanet
-            ORDER BY attributed_requests DESC, datanet""",
+        _p("Attributed share by datanet", "piechart", _attributed_share_sql("datanet"),
            "datanet attributed_requests attributed_fee_tokens share", w=12,
            description="Each request's attribution weights sum to 1: the sum per datanet is the "
                        "number of requests it accounts for; fee tokens weight them by the fee."),
-        _p("Attributed share by model", "barchart", """
-            SELECT a.model_id AS model_id,
-                   round(sum(a.weight), 3) AS attributed_requests,
-                   round(sum(a.weight * u.fee) / 1e6, 6) AS attributed_fee_tokens,
-                   round(sum(a.weight) / sum(sum(a.weight)) OVER (), 4) AS share
-            FROM attributions AS a
-            INNER JOIN usage AS u ON a.event_id = u.event_id
-            WHERE $__timeFilter(a.ts)
-            GROUP BY a.model_id
-            ORDER BY attributed_requests DESC, model_id""",
+        _p("Attributed share by model", "barchart", _attributed_share_sql("model_id"),
            "model_id attributed_requests attributed_fee_tokens share", w=12,
            options=(("x_field", "model_id"),)),
         _p("Evidence mix over time", "timeseries", """

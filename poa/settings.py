@@ -105,10 +105,11 @@ class Settings(BaseSettings):
                 self.share_validators_bps, self.share_protocol_bps)
 
     def kafka_python_options(self) -> dict:
-        """Security options for kafka-python clients (the worker's outbox, admin, tools)."""
-        if self.kafka_security_protocol == "PLAINTEXT":
-            return {}
-        opts: dict = {"security_protocol": self.kafka_security_protocol}
+        """Security options for kafka-python and aiokafka clients (the outbox, `poa emit`,
+        the rewards tail); SASL credentials come from settings, never from code."""
+        opts: dict = {}
+        if self.kafka_security_protocol != "PLAINTEXT":
+            opts["security_protocol"] = self.kafka_security_protocol
         if self.kafka_sasl_mechanism:
             opts.update(sasl_mechanism=self.kafka_sasl_mechanism,
                         sasl_plain_username=self.kafka_sasl_username or "",

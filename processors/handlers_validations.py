@@ -9,8 +9,6 @@ accepts concentrate on spam or who vote against the consensus are flagged.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from processors.messages import flag_message
@@ -62,20 +60,15 @@ class ValidationHandlers:
         on ``c`` until it gets another vote (``voters`` only grows)."""
         cached = c.accepting
         if cached is None or cached[0] != len(c.voters):
-            ds = self.ds
-            acc = [(v, min(ds.w_max, max(ds.w_min, math.log2(1.0 + max(0.0, float(st)) / ds.stake_ref))))
-                   for v, (verdict, st) in sorted(c.voters.items()) if verdict == "accept"]
+            acc = [(v, self.ds.stake_weight(st)) for v, (verdict, st) in sorted(c.voters.items())
+                   if verdict == "accept"]
             cached = c.accepting = (len(c.voters), acc)
         return cached[1]
 
     def _validator_weights(self, voters: list[tuple[str, int]]) -> list[float]:
         """Fee weight of accepting validators ``[(validator, stake)]``: informedness (0 at or
         below chance) x stake weight (log2 of stake over ``stake_ref``, clipped)."""
-        ds, out = self.ds, []
-        for v, st in voters:
-            sw = min(ds.w_max, max(ds.w_min, math.log2(1.0 + max(0.0, float(st)) / ds.stake_ref)))
-            out.append(self._fee_weight(v) * sw)
-        return out
+        return [self._fee_weight(v) * self.ds.stake_weight(st) for v, st in voters]
 
     def _refresh_statuses(self, res: Result, ev) -> int:
         """At epoch close: ``epoch_sweep_passes`` full EM passes over all votes, then every
