@@ -21,6 +21,9 @@ from poa.cli_tools import emit_app, grafana_app, report as report_command  # noq
 
 app.add_typer(grafana_app, name="grafana")
 app.add_typer(emit_app, name="emit")
+from poa.cli_policy import policy_app  # noqa: E402
+
+app.add_typer(policy_app, name="policy")
 app.command("report")(report_command)
 console = Console()
 err = Console(stderr=True)
@@ -130,6 +133,8 @@ def replay(events: Path = typer.Argument(..., exists=True, dir_okay=False, help=
 
     from processors.replay import replay_file
     from sinks.chdb_sink import ChdbSink
+    from sinks.lease import StoreLocked
+    from streams.policy import PolicyMismatch
     s = _settings(store)
     total = sum(1 for line in open(events, "rb") if line.strip())
     sink = ChdbSink(store, s.clickhouse_database)
@@ -138,6 +143,9 @@ def replay(events: Path = typer.Argument(..., exists=True, dir_okay=False, help=
             task = prog.add_task("replaying", total=total)
             core = replay_file(events, s, sink, on_progress=lambda n: prog.update(task, completed=n),
                                in_order=in_order)
+    except (StoreLocked, PolicyMismatch) as exc:
+        err.print(f"[red]poa replay:[/] {exc}")
+        raise typer.Exit(2)
     finally:
         sink.close()
     st = core.stats

@@ -184,17 +184,13 @@ def _run_streaming(settings: Settings, records, store: Path, home: Path, console
 
 
 def _replay_fallback(settings: Settings, records, store: Path, console: Console) -> int:
-    from processors.core import Core
-    from processors.replay import replay, restore
+    from processors.replay import replay_into
     from sinks.chdb_sink import ChdbSink
     sink = ChdbSink(store, settings.clickhouse_database)
     try:
-        sink.ensure_schema()
-        core = Core(settings)
-        restore(core, sink)
         with Progress(console=console) as prog:
             task = prog.add_task("replaying (no Kafka)", total=len(records))
-            replay(records, core, sink, on_progress=lambda n: prog.update(task, completed=n))
+            replay_into(records, settings, sink, on_progress=lambda n: prog.update(task, completed=n))
         rc = _summary(sink, console, "REPLAY PATH (no Kafka broker)", store)
         _report(sink, store, console)
         return rc

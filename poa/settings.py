@@ -7,6 +7,7 @@ under ``.poa/store``. Names carry their units (``_s``, ``_ms``, ``_micro``).
 """
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -14,7 +15,9 @@ from pathlib import Path
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-MICRO_PER_TOKEN = 1_000_000
+from streams.policy import MICRO_PER_TOKEN, Policy, read_keys_file
+
+__all__ = ["MICRO_PER_TOKEN", "Settings", "get_settings"]
 
 
 class Settings(BaseSettings):
@@ -49,6 +52,7 @@ class Settings(BaseSettings):
     worker_instance_id: str = "worker-0"
     order_lateness_s: float = 3600.0  # event time an event may arrive behind later ones and still be ordered
     worker_status_file: Path | None = None  # default: <home>/worker-status.json
+    outbox_max_messages: int = 20_000  # output messages per Kafka transaction (streams/outbox.py)
 
     # --- ClickHouse
     store_engine: str = "chdb"  # chdb | http
@@ -57,6 +61,8 @@ class Settings(BaseSettings):
     clickhouse_user: str = "default"
     clickhouse_password: SecretStr = SecretStr("")
     clickhouse_database: str = "poa"
+    # one writer per store (sinks/lease.py): a writer silent this long may be replaced
+    store_lease_ttl_s: float = 30.0
 
     # --- economics (shares of each usage fee, in basis points; must sum to 10_000)
     share_contributors_bps: int = 7000
@@ -87,22 +93,34 @@ class Settings(BaseSettings):
     inherit_defaults: dict[str, float] = {"pretrain": 0.0, "finetune": 0.5, "lora": 0.7,
                                           "distill": 0.8, "merge": 1.0}
 
+    # --- policy overrides: a JSON file of streams.policy.Policy fields (constants included)
+    policy_file: Path | None = None
+
     @model_validator(mode="after")
-    def _check_shares(self) -> "Settings":
-        total = (self.share_contributors_bps + self.share_operator_bps
-                 + self.share_validators_bps + self.share_protocol_bps)
-        if total != 10_000:
-            raise ValueError(f"fee shares must sum to 10000 bps, got {total}; "
-                             "set POA_SHARE_*_BPS so that they do")
+    def _check(self) -> "Settings":
         if self.store_engine not in ("chdb", "http"):
             raise ValueError("POA_STORE_ENGINE must be 'chdb' or 'http'")
+        Policy(**self._policy_fields())  # fee shares and ranges are checked at load
         return self
 
-    @property
-    def shares_bps(self) -> tuple[int, int, int, int]:
-        """(contributors, operator, validators, protocol) in basis points."""
-        return (self.share_contributors_bps, self.share_operator_bps,
-                self.share_validators_bps, self.share_protocol_bps)
+    def _policy_fields(self) -> dict:
+        return {f: getattr(self, f) for f in POLICY_SETTINGS}
+
+    def policy(self) -> Policy:
+        """The ledger policy these settings configure: the ``POA_*`` ledger settings above,
+        then ``policy_file`` (any Policy field, constants included), and the keys in force
+        from ``keys_file`` (streams/policy.py). The store refuses a policy it did not record."""
+        data = self._policy_fields()
+        data["keys"] = read_keys_file(self.keys_file)
+        if self.policy_file is not None:
+            try:
+                extra = json.loads(Path(self.policy_file).read_text())
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"cannot read the policy file {self.policy_file}: {exc}") from None
+            if not isinstance(extra, dict):
+                raise ValueError(f"the policy file {self.policy_file} must hold a JSON object")
+            data.update(extra)
+        return Policy(**data)
 
     def kafka_python_options(self) -> dict:
         """Security options for kafka-python and aiokafka clients (the outbox, `poa emit`,
@@ -132,6 +150,11 @@ class Settings(BaseSettings):
     @property
     def bootstrap(self) -> str:
         return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_local_port}"
+
+
+# Settings that are also ledger policy fields (the rest of the policy comes from its defaults
+# or POA_POLICY_FILE): the core reads them only through Settings.policy().
+POLICY_SETTINGS = tuple(f for f in Settings.model_fields if f in Policy.model_fields)
 
 
 @lru_cache(maxsize=1)

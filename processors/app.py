@@ -13,15 +13,21 @@ the store is processing order):
    session times out, after a crash) holds the watermark: waiting keeps the order.
    Only after ``worker_idle_release_s`` without any message is everything released
    (a liveness valve; events arriving after that are processed late);
-2. writes the rows to the sink in a worker thread, retrying the *same* batch inside
-   the loop body until it lands: ``take()`` acknowledges the batch in a ``finally``
-   after the body, so a write error must never escape it;
+2. writes the rows to the sink in a worker thread, retrying the *same* batch (same batch
+   key, so the same insert dedup tokens; sinks/base.py) inside the loop body until it
+   lands: ``take()`` acknowledges the batch in a ``finally`` after the body, so no error may
+   escape it. Store and network errors are retried with backoff; a fatal error (a bug, an
+   impossible value, a lost writer lease) ends the process at once (:meth:`Pipeline.fatal`,
+   exit code 70), before anything is acknowledged;
 3. publishes rewards, flags and dead letters to their output topics.
 
 Offsets therefore move only after the rows they produced are stored. If the worker
 dies before the commit, the re-delivered messages are recognised by their keys in
-the rebuilt core state and change nothing. On start the core is rebuilt from the
-store's event log after orphans of an interrupted batch are removed.
+the rebuilt core state and change nothing. On start the worker takes the store's
+writer lease (sinks/lease.py; a second writer is refused), checks that its configured
+ledger policy is the store's (sinks/policy_log.py), and rebuilds the core from the store's
+event log after orphans of an interrupted batch are removed. A handler exception
+quarantines its event (processors/core.py, the error boundary).
 Agents run at concurrency 1 (faust#606: concurrency > 1 can commit past an
 in-flight message).
 """
@@ -30,6 +36,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import socket
 import time
 
 from datetime import datetime, timedelta, timezone
@@ -42,6 +50,11 @@ from processors.core import Core, Result
 from processors.replay import restore
 from sinks import open_sink
 from sinks.base import Sink, SinkError
+from sinks.lease import Lease, StoreLocked
+from sinks.policy_log import open_schedule
+from streams.policy import PolicyMismatch
+
+FATAL_EXIT_CODE = 70  # EX_SOFTWARE: the worker stopped itself to keep the ledger right
 from streams import topics
 
 log = logging.getLogger("poa.worker")
@@ -81,36 +94,75 @@ class Pipeline:
         self.arrived_ms: dict[str, float] = {}  # event_id -> Kafka record time, until processed
         self.app: faust.App | None = None
         self.outbox = None  # streams.outbox.TransactionalOutbox, opened by recover_output()
+        self.on_fatal = os._exit  # how fatal() ends the process (tests may replace it)
 
     def restore(self) -> int:
+        """Schema, the writer lease (refuses while another writer holds the store), then the
+        core rebuilt from the store's log."""
         self.sink.ensure_schema()
-        return restore(self.core, self.sink)
+        identity = (f"worker:{self.s.worker_id}/{self.s.worker_instance_id}@{socket.gethostname()}"
+                    if self.s.worker_instance_id else None)  # static membership: a stable writer
+        Lease(self.sink, ttl_s=self.s.store_lease_ttl_s, identity=identity).acquire()
+        try:
+            self.core = Core(self.s, open_schedule(self.sink, self.s.policy()))
+            return restore(self.core, self.sink)
+        except BaseException:
+            self.sink.lease.release()
+            raise
+
+    async def heartbeat(self) -> None:
+        """Renew the writer lease (an app timer); a lost lease stops the worker."""
+        lease = self.sink.lease
+        if lease is None:
+            return
+        try:
+            await asyncio.to_thread(lease.renew)
+        except SinkError as exc:
+            log.warning("writer lease renewal failed (store unreachable?): %s", exc)
+        except Exception as exc:
+            self.fatal(exc)
 
     async def recover_output(self) -> int:
         """Outbox recovery, before the first publish and after a failed one (call under
         ``lock``): (re)open the transactional producer, which fences a previous incarnation
-        and aborts its open transaction, read back the highest committed ``poa-seq`` from
-        the output topics, and publish the stored rows above it in one transaction
-        (streams/outbox.py): each message exactly once."""
-        from processors.messages import messages_from_rows
+        and aborts its open transaction, read back the committed mark (seq, pos) from the
+        output topics, and publish the stored messages above it (up to ``core.seq``) in
+        bounded windows and transactions, logging progress (processors/output_recovery.py,
+        streams/outbox.py): each message exactly once. Raises ``Interrupted`` as soon as
+        the app is stopping (or CancelledError when cancelled); the committed chunks stay
+        committed and the next start continues from them."""
+        from processors.output_recovery import publish_stored, until_stopped
         from streams.outbox import TransactionalOutbox, published_mark
         await self._drop_outbox()
+        app = self.app
+        stopping = (lambda: app.should_stop) if app is not None else None
         tid = f"poa-out.{self.s.worker_id}.{self.s.worker_instance_id or 'dynamic'}"
-        outbox = TransactionalOutbox(self.s.bootstrap, tid, **self.s.kafka_python_options())
+        outbox = TransactionalOutbox(self.s.bootstrap, tid,
+                                     max_messages=self.s.outbox_max_messages,
+                                     **self.s.kafka_python_options())
         try:
-            await outbox.start()
-            mark = await asyncio.to_thread(published_mark, self.s.bootstrap, topics.OUTPUT_TOPICS,
-                                           **self.s.kafka_python_options())
-            rows = await asyncio.to_thread(self.sink.unpublished_rows, mark)
-            n = await outbox.publish(messages_from_rows(rows), self.core.seq)
+            await until_stopped(outbox.start(), stopping)
+            mark = await until_stopped(asyncio.to_thread(published_mark, self.s.bootstrap, topics.OUTPUT_TOPICS,
+                                                         timeout_s=60.0, **self.s.kafka_python_options()),
+                                       stopping)
+            rec = await publish_stored(self.sink, outbox, mark, upto_seq=self.core.seq, should_stop=stopping)
         except BaseException:
-            await asyncio.wait_for(outbox.stop(), 10.0)
+            try:
+                await asyncio.wait_for(outbox.stop(), 10.0)
+            except (Exception, asyncio.CancelledError):
+                pass
             raise
+        if mark[0] > self.core.seq:
+            log.warning("the output topics' committed mark %s is above the store's last seq %d: were the "
+                        "topics written from another store? (recovery takes the stored messages up to "
+                        "the mark as published)", mark, self.core.seq)
         self.outbox = outbox
+        self._published_seq = self.core.seq  # every stored output message is published
         await self.write(Result(rows={"outbox": [{"seq": self.core.seq}]}))
-        if n:
-            log.warning("published %d stored output messages above the committed mark %d", n, mark)
-        return n
+        if rec.messages:
+            log.warning("published %d stored output messages above the committed mark %s in %d "
+                        "transactions (%.1fs)", rec.messages, mark, rec.transactions, rec.seconds)
+        return rec.messages
 
     async def _drop_outbox(self) -> None:
         old, self.outbox = self.outbox, None
@@ -121,27 +173,61 @@ class Pipeline:
                 pass
 
     async def ensure_output(self) -> None:
-        """At start (an app task) and before the first publish: recover the output once."""
+        """At start (an app task) and before the first publish: recover the output once,
+        retrying with a backoff. Returns without an outbox when the app is stopping (the
+        stored rows go out on the next start)."""
+        from streams.outbox import Interrupted
+        app = self.app
         attempt = 0
         while self.outbox is None:
+            if app is not None and app.should_stop:
+                log.info("output recovery stopped: the worker is stopping (the next start continues it)")
+                return
             try:
                 await self.recover_output()
+            except Interrupted:
+                continue
             except Exception as exc:
                 attempt += 1
                 log.warning("output recovery failed (attempt %d): %s", attempt, exc)
-                await asyncio.sleep(min(30.0, 1.0 * attempt))
+                until = time.monotonic() + min(30.0, 1.0 * attempt)
+                while time.monotonic() < until and not (app is not None and app.should_stop):
+                    await asyncio.sleep(0.2)
 
     async def write(self, res: Result) -> None:
-        attempt = 0
+        """Write one batch until it lands: the same batch key on every attempt (so a retry
+        re-sends the same dedup tokens), reading back what landed before each retry; store and
+        network errors back off and retry, anything else stops the worker (:meth:`fatal`)."""
+        key, attempt = self.sink.next_batch_key(), 0
         while True:
             try:
-                await asyncio.to_thread(self.sink.write, res.rows)
+                await asyncio.to_thread(self.sink.write, res.rows, key, attempt > 0)
                 return
             except SinkError as exc:
                 attempt += 1
                 delay = min(30.0, exc.retry_after_s * attempt)
                 log.warning("sink write failed (attempt %d), retrying in %.1fs: %s", attempt, delay, exc)
                 await asyncio.sleep(delay)
+            except Exception as exc:  # FatalSinkError, LeaseLost, a bug: never acknowledge
+                self.fatal(exc)
+
+    def fatal(self, exc: BaseException) -> None:
+        """Stop the worker at once, before Faust acknowledges the batch in flight (its
+        ``take()`` acks in a ``finally``, so no exception may leave the agent): one log line,
+        the status file, then ``os._exit``. Offsets of unwritten messages stay uncommitted."""
+        msg = f"{type(exc).__name__}: {exc}"
+        log.critical("stopping: %s", msg)
+        try:
+            self.write_status(fatal=msg)
+            if self.sink.lease is not None:  # this process writes nothing more: let a
+                self.sink.lease.release()     # restarted worker take the store at once
+        finally:
+            for h in logging.getLogger().handlers + log.handlers:
+                try:
+                    h.flush()
+                except Exception:
+                    pass
+            self.on_fatal(FATAL_EXIT_CODE)
 
     def _caught_up(self, message) -> bool:
         try:
@@ -163,6 +249,14 @@ class Pipeline:
             self.last_message_s = time.monotonic()
 
     async def _handle(self, topic: str, events: list) -> None:
+        try:
+            await self._process(topic, events)
+        except (asyncio.CancelledError, SystemExit):
+            raise
+        except Exception as exc:  # a broken core: stop before the batch is acknowledged
+            self.fatal(exc)
+
+    async def _process(self, topic: str, events: list) -> None:
         t0 = time.monotonic()
         res = Result()
         last_offset: dict[int, int] = {}
@@ -186,7 +280,7 @@ class Pipeline:
                 self.expected = set()
         wm = self.core.marks.value(self.expected)
         if isinstance(wm, datetime):  # allow events this far out of order within a partition
-            wm -= timedelta(seconds=self.s.order_lateness_s)
+            wm -= timedelta(seconds=self.core.schedule.base.order_lateness_s)
         if wm is not False:
             res.extend(self.core.release(wm))
         res.rows["pipeline_metrics"] = [self._metrics(topic, len(events), res, last_offset, t0)]
@@ -222,35 +316,60 @@ class Pipeline:
             return
         async with self.lock:
             if self._idle():
-                await self._commit(self.core.release(None))
+                try:
+                    res = self.core.release(None)
+                except Exception as exc:
+                    self.fatal(exc)
+                await self._commit(res)
 
     async def _commit(self, res: Result) -> None:
         res.rows["inbox"] = self.core.inbox_rows()
         await self.write(res)
-        await self.publish(res.messages)
-        if res.messages:  # the outbox mark: messages up to this seq are delivered
+        if res.rows.get("events"):  # stored: a rebuild after a handler error reads them back
+            self.core.written(max(r["seq"] for r in res.rows["events"]))
+        if await self.publish(res.messages, res.rows) and res.messages:
+            # the outbox mark: messages up to this seq are delivered
             await self.write(Result(rows={"outbox": [{"seq": self.core.seq}]}))
         self.batches += 1
         self.write_status()
 
-    async def publish(self, messages: list[tuple[str, str, bytes]]) -> None:
-        """Produce the batch's output messages in one Kafka transaction (before offsets move).
+    async def publish(self, messages: list[tuple[str, str, bytes]], rows: dict[str, list[dict]] | None = None
+                      ) -> bool:
+        """Produce a batch's output messages (before offsets move), each headed with its
+        (seq, pos), in transactions of at most ``outbox.max_messages``. With the batch's
+        ``rows`` their messages are built in canonical order (processors/messages.py;
+        ``messages`` must be the same ones); without, they are read back from the store
+        (rows above the last published seq up to ``core.seq``, one query per output table;
+        the batch is written first).
         The first time, and after a failure (broker down, timeout), recover instead: publish
-        everything stored above the committed mark, this batch's rows included."""
+        everything stored above the committed mark, this batch's rows included. Returns
+        False if the worker is stopping and the messages were left for the next start's
+        recovery (they are stored), True once they are committed."""
         if not messages:
-            return
+            return True
         if self.outbox is None:
             await self.ensure_output()  # publishes this batch's stored rows too
-            return
+            return self.outbox is not None
+        from processors.messages import positioned_messages
+        from processors.output_recovery import load_window
+        items = await asyncio.to_thread(positioned_messages, rows) if rows is not None else None
+        if items is not None and len(items) != len(messages):
+            log.error("the batch's rows give %d output messages, the core %d: reading them from the store",
+                      len(items), len(messages))
+            items = None
         try:
-            await self.outbox.publish(messages, self.core.seq)
-            return
+            if items is None:  # the batch's rows: stored above the last published seq
+                items = await asyncio.to_thread(load_window, self.sink, self._published_seq + 1, self.core.seq)
+            await self.outbox.publish(items)
+            self._published_seq = self.core.seq
+            return True
         except Exception as exc:
             log.warning("publishing %d output messages failed: %s", len(messages), exc)
         await self._drop_outbox()
         await self.ensure_output()
+        return self.outbox is not None
 
-    def write_status(self) -> None:
+    def write_status(self, fatal: str | None = None) -> None:
         """A small JSON status file (``POA_WORKER_STATUS_FILE``) for ops and the demo."""
         st = self.core.stats
         status = {"seq": self.core.seq, "buffered": len(self.core.buffer), "waiting": st.waiting,
@@ -258,6 +377,8 @@ class Pipeline:
                   "redelivered": st.redelivered, "late": st.late, "batches": self.batches,
                   "first_message_unix_s": self.first_message_unix_s, "warmup_s": self.warmup_s,
                   "updated_unix_s": time.time()}
+        if fatal:
+            status["fatal"] = fatal
         path = self.s.status_file
         tmp = path.with_suffix(".tmp")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -318,6 +439,10 @@ def build_app(settings: Settings, sink: Sink | None = None) -> tuple[faust.App, 
     async def idle_release() -> None:
         await pipe.release_idle()
 
+    @app.timer(interval=max(0.5, settings.store_lease_ttl_s / 4))
+    async def lease_heartbeat() -> None:
+        await pipe.heartbeat()
+
     @app.task
     async def recover_output() -> None:  # stored rows a crash left unpublished go out at start
         async with pipe.lock:
@@ -338,6 +463,14 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> None:
 
     signal.signal(signal.SIGTERM, stop_during_startup)
     ensure_topics(settings.bootstrap, settings.topic_partitions)
-    app, _ = build_app(settings)
+    try:
+        app, pipe = build_app(settings)
+    except (StoreLocked, PolicyMismatch) as exc:
+        log.critical("%s", exc)
+        raise SystemExit(f"poa worker: {exc}") from None
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        if pipe.sink.lease is not None:
+            pipe.sink.lease.release()

@@ -19,11 +19,18 @@ run exactly the same code. Contract of :meth:`Core.process`:
   and is processed when that arrives; the same log always replays the same way.
 - time: rows carry the event's own ``ts``; an invalid message takes the ``ts`` of
   the last valid event, so no wall clock enters the ledger.
+- policy: every ledger number comes from the policy schedule (streams/policy.py), the
+  policy in force in the open epoch (:attr:`Core.P`); structural ones from the first.
+- error boundary: a handler exception while an event is released quarantines that event
+  (:meth:`Core.release`): a logged ``quarantine:<event_id>`` row and a dead letter, and the
+  state rebuilt from the log without it (``log_source`` + the rows not yet ``written``).
 """
 from __future__ import annotations
 
 import hashlib
 import heapq
+import logging
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 
 
@@ -32,6 +39,7 @@ from attribution.reliability import OnlineDawidSkene
 from attribution.spans import SpanIndex
 from attribution.velocity import Interner
 from poa.settings import Settings
+from processors import failpoints
 from processors.epochs import EpochBook
 from processors.state import ContributionState, Result, Stats, encode
 from processors.handlers_contributions import ContributionHandlers
@@ -41,10 +49,14 @@ from processors.messages import deadletter_message, reward_message
 from processors.order import Watermarks, order_key
 from processors.spam import SpamGuard
 from streams import topics
+from streams.policy import Policy, PolicySchedule
 from streams.signing import KeyRegistry
 from streams.events import Contribution, EventError, Model, Usage, Validation, decode_event
 
 EPOCH0 = datetime(1970, 1, 1, tzinfo=timezone.utc)
+QUARANTINE_PREFIX = "quarantine:"
+MAX_CONSECUTIVE_QUARANTINES = 20  # more failures in a row: a bug in the core, not in events
+log = logging.getLogger("poa.core")
 MAX_DEADLETTER_PAYLOAD = 1 << 20
 
 
@@ -53,8 +65,16 @@ class Core(ContributionHandlers, ValidationHandlers, UsageHandlers):
 
     The per-type handlers live in processors/handlers_*.py (mixins over this state)."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, schedule: PolicySchedule | None = None):
         self.s = settings
+        self.schedule = schedule or PolicySchedule.single(settings.policy())
+        base = self.schedule.base  # structural fields: fixed for the store's life
+        self._registries: dict[str, KeyRegistry] = {}
+        self.log_source: Callable[[], Iterable[tuple]] | None = None  # the store's committed log
+        self._unwritten: list[dict] = []  # events rows not yet written (see written())
+        self._replaying = False
+        self._applying: tuple[str, object] | None = None  # the event a handler is applying
+        self._storm = 0  # consecutive quarantines
         self.seq = 0
         self.restored_seq = 0  # seq of the last event rebuilt from the store's log
         self.last_ts = EPOCH0
@@ -65,16 +85,21 @@ class Core(ContributionHandlers, ValidationHandlers, UsageHandlers):
         self.by_datanet: dict[str, list[int]] = {}
         self.models: dict[str, Model] = {}
         self.validators = Interner()
-        self.ds = OnlineDawidSkene()
+        self.ds = OnlineDawidSkene(
+            prior_good=base.ds_prior_good, prior_reliability=base.ds_prior_reliability,
+            prior_strength=base.ds_prior_strength, prior_votes=base.ds_prior_votes,
+            class_prior_strength=base.ds_class_prior_strength, stake_ref=base.ds_stake_ref,
+            w_min=base.ds_w_min, w_max=base.ds_w_max, allow_inverted=base.ds_allow_inverted,
+            retro=base.ds_retro, retro_window=base.ds_retro_window)
         self._fee_w: dict[str, float] = {}  # validator -> fee weight at ds.version (see _fee_weight)
         self._fee_w_version = -1
         self._eligible_cache: dict[str, tuple] = {}  # datanet -> (eligibility version, size, ids)
-        self.guard = SpamGuard()
+        self.guard = SpamGuard(base)
         self.validator_flagged: set[tuple[str, str]] = set()
         self.waiting: dict[str, list[tuple[str, object]]] = {}
-        self.index = SpanIndex(settings.span_min_tokens)
-        self.neardup = NearDupIndex(settings.minhash_num_perm, settings.neardup_threshold,
-                                    seed=settings.minhash_seed)
+        self.index = SpanIndex(base.span_min_tokens)
+        self.neardup = NearDupIndex(base.minhash_num_perm, base.neardup_threshold,
+                                    seed=base.minhash_seed)
         self.stats = Stats()
         self.buffer: list[tuple[tuple, str, object]] = []  # heap of (order key, topic, event)
         self.buffered: dict[str, tuple[str, object]] = {}
@@ -82,9 +107,18 @@ class Core(ContributionHandlers, ValidationHandlers, UsageHandlers):
         self.released_key: tuple | None = None
         self.max_seen_ts: datetime | None = None
         self.marks = Watermarks()
-        self.keys = KeyRegistry.from_file(settings.keys_file)
-        self.book = EpochBook(settings.epoch_s, settings.emission_per_epoch_micro,
-                              settings.emission_decay_bps, settings.emission_contributors_bps)
+        self.book = EpochBook(self.schedule)
+
+    @property
+    def P(self) -> Policy:
+        """The ledger policy in force: the one of the open epoch (streams/policy.py)."""
+        return self.schedule.at(self.book.open)
+
+    def keys_for(self, policy: Policy) -> KeyRegistry:
+        reg = self._registries.get(policy.fingerprint())
+        if reg is None:
+            reg = self._registries[policy.fingerprint()] = KeyRegistry(policy.keys)
+        return reg
 
     # ------------------------------------------------------------------ entry
     def process(self, topic: str, raw: bytes, partition: int = 0, caught_up: bool = False) -> Result:
@@ -139,14 +173,105 @@ class Core(ContributionHandlers, ValidationHandlers, UsageHandlers):
             self.max_seen_ts = ev.ts
 
     def release(self, watermark: datetime | None) -> Result:
-        """Process buffered events with event time before ``watermark`` (None: all), in order."""
+        """Process buffered events with event time before ``watermark`` (None: all), in order.
+
+        Error boundary: an exception while an event is applied quarantines that event (see
+        :meth:`_quarantine`) and processing goes on; the core's state is exactly as if the
+        event had never been applied, and every other event is processed as usual."""
         res = Result()
         while self.buffer and (watermark is None or self.buffer[0][0][0] < watermark):
             key, topic, ev = heapq.heappop(self.buffer)
             del self.buffered[ev.event_id]
+            seq0, released0 = self.seq, self.released_key
             self.released_key = key if self.released_key is None else max(key, self.released_key)
-            self._accept(res, topic, ev)
+            sub = Result()
+            try:
+                self._accept(sub, topic, ev)
+                self._storm = 0
+            except Exception as exc:
+                self._storm += 1
+                if self._storm > MAX_CONSECUTIVE_QUARANTINES:  # not one bad event: a broken core
+                    raise RuntimeError(f"{self._storm} events in a row failed; the last: "
+                                       f"{type(exc).__name__}: {exc}") from exc
+                log.error("quarantining after a handler error on %s: %s: %s", ev.event_id,
+                          type(exc).__name__, exc)
+                culprit = self._applying or (topic, ev)
+                self._applying = None
+                self._rebuild(seq0, released0)
+                if culprit[1] is ev:
+                    self._quarantine(res, topic, ev, exc)
+                else:  # a waiting event failed when ``ev`` released it: quarantine that one,
+                    self._quarantine(res, *culprit, exc)  # then process ``ev`` again
+                    self._buffer_again(key, topic, ev)
+                continue
+            res.extend(sub)
         return res
+
+    # ------------------------------------------------------------------ error boundary
+    def _quarantine(self, res: Result, topic: str, ev, exc: BaseException) -> None:
+        """Log ``ev`` as quarantined (an ``invalid`` events row, status ``quarantined``, its
+        payload kept) with a dead letter naming the error; it never changes state again (a
+        waiting event is dropped from the waiting list, here and in every replay)."""
+        self.stats.quarantined += 1
+        key = QUARANTINE_PREFIX + ev.event_id
+        raw = encode(ev)
+        self._drop_waiting(ev.event_id)
+        self._log(res, key, "invalid", topic, ev.ts, raw, "quarantined")
+        self._deadletter(res, ev.event_id, topic,
+                         f"internal error while applying this {ev.type} event (quarantined, "
+                         f"nothing of it was applied): {type(exc).__name__}: {exc}", raw)
+
+    def _drop_waiting(self, event_id: str) -> None:
+        for k, items in list(self.waiting.items()):
+            kept = [(t, e) for t, e in items if e.event_id != event_id]
+            if len(kept) != len(items):
+                self.stats.waiting -= len(items) - len(kept)
+                if kept:
+                    self.waiting[k] = kept
+                else:
+                    del self.waiting[k]
+
+    def _buffer_again(self, key: tuple, topic: str, ev) -> None:
+        heapq.heappush(self.buffer, (key, topic, ev))
+        self.buffered[ev.event_id] = (topic, ev)
+
+    def _rebuild(self, seq: int, released_key) -> None:
+        """Replace this core's state by one rebuilt from the log up to ``seq`` (the store's
+        committed log, then the events rows not written yet), keeping what is not derived
+        from the log: the buffered events, the ids seen, the watermarks and the counters."""
+        self._unwritten = [r for r in self._unwritten if r["seq"] <= seq]
+        log.warning("rebuilding the core's state from the log up to seq %d after a handler error", seq)
+        fresh = type(self)(self.s, self.schedule)
+        fresh.log_source = self.log_source
+        committed = self.log_source() if self.log_source is not None else ()
+        last = [0]
+
+        def rows():
+            for r in committed:
+                last[0] = r[0]
+                yield r
+            for r in self._unwritten:
+                if r["seq"] > last[0]:
+                    yield (r["seq"], r["event_id"], r["type"], r["topic"], r["ts"], r["payload"])
+        fresh.replay_log(rows())
+        if fresh.seq != seq:
+            raise RuntimeError(f"rebuilding the core after a handler error reached seq {fresh.seq}, "
+                               f"not {seq}: the log and the core disagree")
+        keep = {k: getattr(self, k) for k in ("buffer", "buffered", "_inbox_new", "marks",
+                                               "max_seen_ts", "seen", "stats", "_unwritten",
+                                               "_storm")}
+        waiting = sum(len(v) for v in fresh.waiting.values())
+        self.__dict__.update(fresh.__dict__)
+        self.__dict__.update(keep)
+        self.stats.waiting = waiting
+        self.released_key = released_key
+
+    def written(self, upto_seq: int | None = None) -> None:
+        """The caller stored the events rows up to ``upto_seq`` (default: all so far)."""
+        if upto_seq is None:
+            self._unwritten = []
+        else:
+            self._unwritten = [r for r in self._unwritten if r["seq"] > upto_seq]
 
     def inbox_rows(self) -> list[dict]:
         """Rows for the ``inbox`` table: events that arrived since the last call and are
@@ -180,11 +305,21 @@ class Core(ContributionHandlers, ValidationHandlers, UsageHandlers):
 
     def replay_log(self, rows) -> int:
         """Rebuild state from ``events`` rows (seq, event_id, type, topic, ts, payload) in seq order."""
+        self._replaying = True
+        try:
+            return self._replay_log(rows)
+        finally:
+            self._replaying = False
+
+    def _replay_log(self, rows) -> int:
         n = 0
         for seq, event_id, etype, topic, ts, payload in rows:
             if etype == "invalid":
                 self.seq = seq
                 self.seen.add(event_id)
+                if event_id.startswith(QUARANTINE_PREFIX):  # its id stays seen: a re-delivery
+                    self.seen.add(event_id[len(QUARANTINE_PREFIX):])  # changes nothing
+                    self._drop_waiting(event_id[len(QUARANTINE_PREFIX):])
                 self.stats.deadlettered += 1
                 self.stats.processed += 1
             else:
@@ -214,9 +349,11 @@ class Core(ContributionHandlers, ValidationHandlers, UsageHandlers):
         self.seen.add(key)
         self.stats.processed += 1
         self.stats.by_type[etype] = self.stats.by_type.get(etype, 0) + 1
-        res.add("events", {"seq": self.seq, "event_id": key, "type": etype, "topic": topic,
-                           "ts": ts, "status": status,
-                           "payload": payload.decode("utf-8", "backslashreplace")})
+        row = {"seq": self.seq, "event_id": key, "type": etype, "topic": topic, "ts": ts,
+               "status": status, "payload": payload.decode("utf-8", "backslashreplace")}
+        res.add("events", row)
+        if not self._replaying:
+            self._unwritten.append(row)
 
     def _deadletter(self, res: Result, event_id: str, topic: str, reason: str, raw: bytes) -> None:
         self.stats.deadlettered += 1
@@ -262,10 +399,13 @@ class Core(ContributionHandlers, ValidationHandlers, UsageHandlers):
         return self.models[ev.model_id].operator
 
     def _apply(self, res: Result, topic: str, ev) -> None:
-        if self.s.require_signatures:
-            reason = self.keys.check(ev, self._acting_account(ev))
+        outer, self._applying = self._applying, (topic, ev)
+        P = self.P
+        if P.require_signatures:
+            reason = self.keys_for(P).check(ev, self._acting_account(ev))
             if reason:
                 self._deadletter(res, ev.event_id, topic, reason, encode(ev))
+                self._applying = outer
                 return
         if isinstance(ev, Contribution):
             self._contribution(res, ev)
@@ -275,6 +415,8 @@ class Core(ContributionHandlers, ValidationHandlers, UsageHandlers):
             self._model(res, ev)
         else:
             self._usage(res, ev)
+        failpoints.hit("apply", ev)
+        self._applying = outer
 
     def _book(self, res: Result, rows: list[dict]) -> None:
         """Ledger rows: to the table, the reward stream, the stats and the epoch's entries."""

@@ -29,16 +29,19 @@ import numpy as np
 from attribution.split import split_amount
 from processors.ledger import entry_id
 from processors.merkle import epoch_leaves, root
+from streams.policy import PolicySchedule
 
 UNIX0 = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class EpochBook:
-    def __init__(self, epoch_s: int, per_epoch_micro: int, decay_bps: int, contributors_bps: int):
-        self.epoch_s = epoch_s
-        self.per_epoch = per_epoch_micro
-        self.decay_bps = decay_bps
-        self.contributors_bps = contributors_bps
+    """Epoch bookkeeping under a policy schedule (streams/policy.py): the epoch length is the
+    store's (structural); each epoch's budget and pool split use the policy in force in that
+    epoch, whose fingerprint the epoch's row records."""
+
+    def __init__(self, schedule: PolicySchedule):
+        self.schedule = schedule
+        self.epoch_s = schedule.base.epoch_s
         self.open: int | None = None
         self.first: int | None = None
         self.carry = 0
@@ -54,8 +57,9 @@ class EpochBook:
         return e if self.open is None or e >= self.open else self.open
 
     def budget(self, epoch: int) -> int:
+        p = self.schedule.at(epoch)
         k = epoch - (self.first if self.first is not None else epoch)
-        return int(self.per_epoch * ((10_000 - self.decay_bps) / 10_000) ** k)
+        return int(p.emission_per_epoch_micro * ((10_000 - p.emission_decay_bps) / 10_000) ** k)
 
     def add_contributor_evidence(self, account: str, weight: float) -> None:
         self.contrib[account] = self.contrib.get(account, 0.0) + weight
@@ -97,7 +101,8 @@ class EpochBook:
         end = start + timedelta(seconds=self.epoch_s) - timedelta(milliseconds=1)
         carried_in, budget = self.carry, self.budget(epoch)
         total = budget + carried_in
-        c_pool = total * self.contributors_bps // 10_000
+        policy = self.schedule.at(epoch)
+        c_pool = total * policy.emission_contributors_bps // 10_000
         rows = self._pool(epoch, "contributor", c_pool, self.contrib, end, seq)
         valid = ({a: w * validator_weight(a) for a, w in self.valid.items()} if validator_weight
                  else self.valid)
@@ -110,7 +115,8 @@ class EpochBook:
         row = {"epoch": epoch, "start": start, "end": end, "budget": budget,
                "carried_in": carried_in, "emitted": emitted, "carried_out": self.carry,
                "fee_rewards": fee, "emission_rewards": emitted, "entries": len(entries),
-               "merkle_root": root(leaves).hex(), "seq": seq}
+               "merkle_root": root(leaves).hex(), "policy_fingerprint": policy.fingerprint(),
+               "seq": seq}
         self.entries = [r for r in self.entries if r["epoch"] != epoch]
         self.contrib, self.valid = {}, {}
         return rows, row

@@ -19,9 +19,6 @@ from processors.state import ContributionState, Result, encode
 from streams import topics
 from streams.events import Contribution
 
-SPAM_PRIOR = 0.05  # P(good) given to duplicates, spam and farm members in the validator model
-
-
 class ContributionHandlers:
     def _contribution_row(self, c: ContributionState, event_id: str) -> dict:
         q = float(np.mean(c.qualities)) if c.qualities else None
@@ -61,7 +58,7 @@ class ContributionHandlers:
                        ev.ts, ev.event_id)
         else:
             self.by_hash[h] = c.contribution_id
-            match, jaccard = self.neardup.check_and_add(c.idx, shingles(toks))
+            match, jaccard = self.neardup.check_and_add(c.idx, shingles(toks, self.P.shingle_k))
             if match >= 0:
                 c.status = "duplicate"
                 c.duplicate_of = self.by_idx[self.neardup.root_of(match)].contribution_id
@@ -80,7 +77,7 @@ class ContributionHandlers:
                      exact_of: str | None, near_idx: int) -> None:
         """Quality, velocity and farm evidence (processors/spam.py); spam earns nothing."""
         ts_s = ev.ts.timestamp()
-        verdict = self.guard.check(ev.contributor, ts_s, toks, ev.content)
+        verdict = self.guard.check(ev.contributor, ts_s, toks, ev.content, self.P)
         for reason, score, detail in verdict.flags:
             self._flag(res, c, reason, score, detail, ev.ts, ev.event_id)
         if verdict.spam and c.status != "duplicate":
@@ -95,9 +92,9 @@ class ContributionHandlers:
                 self._flag(res, mc, "sybil_farm", 1.0, detail, ev.ts, ev.event_id)
                 if mc.status != "duplicate":
                     mc.status = "spam"
-                self.ds.set_prior(m, SPAM_PRIOR)
+                self.ds.set_prior(m, self.P.spam_prior)
                 if m != c.idx:
                     res.add("contributions", self._contribution_row(mc, ev.event_id))
         if c.status in ("duplicate", "spam"):
-            self.ds.set_prior(c.idx, SPAM_PRIOR)
+            self.ds.set_prior(c.idx, self.P.spam_prior)
             self.stats.spam += c.status == "spam"

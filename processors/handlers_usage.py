@@ -56,7 +56,7 @@ class UsageHandlers:
     def _attribute(self, ev: Usage, toks: np.ndarray) -> tuple[dict, dict, int]:
         """Weights per (contribution idx, via model) summing to 1 (or empty), the evidence
         label per via model, and the matched output tokens. See processors/lineage.py."""
-        nodes = lineage_mass(self.models, ev.model_id, self.s.inherit_defaults)
+        nodes = lineage_mass(self.models, ev.model_id, self.P.inherit_defaults)
         per_node = {m: self._eligible_in(d.datanet for d in self.models[m].datanets) for m, _, _ in nodes}
         all_ids = sorted({i for ids in per_node.values() for i in ids})
         if not all_ids:
@@ -91,7 +91,7 @@ class UsageHandlers:
             infl = {by_cid[x.contribution_id]: x.score for x in ev.influence if x.contribution_id in by_cid}
             isum = sum(infl.values())
             if isum > 0:
-                mix = self.s.influence_mix if any(e == "span" for e in evidence.values()) else 1.0
+                mix = self.P.influence_mix if any(e == "span" for e in evidence.values()) else 1.0
                 doc_total: dict[int, float] = {}
                 for (i, m), w in weights.items():
                     doc_total[i] = doc_total.get(i, 0.0) + w
@@ -130,10 +130,10 @@ class UsageHandlers:
                 if x > 0:
                     validators.append(v)
                     vweights.append(wi * x / total)
-        credits = fee_credits(fee=ev.fee, shares_bps=self.s.shares_bps, operator=model.operator,
+        credits = fee_credits(fee=ev.fee, shares_bps=self.P.shares_bps, operator=model.operator,
                               contributors=contributors, contributor_weights=cweights,
                               validators=validators, validator_weights=vweights,
-                              treasury=self.s.treasury_account, ref_event_id=ev.event_id,
+                              treasury=self.P.treasury_account, ref_event_id=ev.event_id,
                               ts=ev.ts, epoch=epoch, seq=self.seq)
         labels = set(evidence.values())
         summary = ("none" if not weights else labels.pop() if len(labels) == 1 else "mixed")

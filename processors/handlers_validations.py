@@ -2,7 +2,8 @@
 
 A mixin of :class:`processors.core.Core`. Each vote updates the online Dawid-Skene
 model (attribution/reliability.py); a contribution's status follows its posterior
-(``accepted`` >= 0.8, ``rejected`` <= 0.2, else ``pending``) unless it is a duplicate
+(``accepted`` >= ``status_accept_at``, ``rejected`` <= ``status_reject_at``, else
+``pending``; numbers from the policy in force, streams/policy.py) unless it is a duplicate
 or spam, at each vote on it and again at every epoch close (after a full EM sweep). Validators share fees by informedness ``max(0, 2 * reliability - 1)`` times a
 stake weight that never exceeds one vote; at each epoch close, validators whose
 accepts concentrate on spam or who vote against the consensus are flagged.
@@ -16,9 +17,6 @@ from processors.state import Result, encode
 from streams import topics
 from streams.events import Validation
 
-DEFAULT_STAKE = 1_000_000
-
-
 class ValidationHandlers:
     def _validation(self, res: Result, ev: Validation) -> None:
         c = self.contribs[ev.contribution_id]
@@ -27,7 +25,7 @@ class ValidationHandlers:
                              f"validator {ev.validator!r} already voted on {ev.contribution_id!r}",
                              encode(ev))
             return
-        stake = ev.stake if ev.stake is not None else DEFAULT_STAKE
+        stake = ev.stake if ev.stake is not None else self.P.default_stake
         c.voters[ev.validator] = (ev.verdict, stake)
         if ev.quality is not None:
             c.qualities.append(ev.quality)
@@ -38,7 +36,7 @@ class ValidationHandlers:
                                 "verdict": ev.verdict, "quality": ev.quality, "stake": stake,
                                 "ts": ev.ts, "event_id": ev.event_id, "seq": self.seq})
         if c.status not in ("duplicate", "spam"):
-            c.status = self.ds.status(c.idx)
+            c.status = self.ds.status(c.idx, self.P.status_accept_at, self.P.status_reject_at)
         res.add("contributions", self._contribution_row(c, ev.event_id))
         res.add("validator_scores", {"validator": ev.validator, "reliability": self.ds.reliability(vi),
                                      "votes": self.ds.votes(vi), "ts": ev.ts,
@@ -77,14 +75,15 @@ class ValidationHandlers:
         (an early accept by colluders is undone once they are found out). Changed statuses
         are written as new ``contributions`` rows (version = this seq; a row this event
         already wrote for the same contribution is replaced). Returns how many changed."""
-        if self.s.epoch_sweep_passes <= 0:
+        P = self.P
+        if P.epoch_sweep_passes <= 0:
             return 0
         ds = self.ds
-        ds.sweep(self.s.epoch_sweep_passes)
+        ds.sweep(P.epoch_sweep_passes)
         changed = []
         for c in self.by_idx:
             if c.voters and c.status not in ("duplicate", "spam"):
-                new = ds.status(c.idx)
+                new = ds.status(c.idx, P.status_accept_at, P.status_reject_at)
                 if new != c.status:
                     c.status = new
                     changed.append(c)
@@ -100,7 +99,10 @@ class ValidationHandlers:
         the consensus, get a flag (contribution_id empty, contributor = the validator)."""
         mask = np.fromiter((c.status in ("spam", "duplicate") for c in self.by_idx), dtype=bool,
                            count=len(self.by_idx))
-        for v, reason, score in self.ds.suspects(mask):
+        P = self.P
+        for v, reason, score in self.ds.suspects(mask, P.suspect_min_accepts, P.suspect_min_share,
+                                                 P.suspect_min_lift, P.suspect_min_votes,
+                                                 P.suspect_max_reliability):
             name = self.validators.names[v]
             if (name, reason) in self.validator_flagged:
                 continue

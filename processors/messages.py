@@ -4,6 +4,12 @@ The same functions serve the core (fresh rows) and the worker's outbox recovery
 (rows read back from the store), so a re-published message is byte-identical to the
 first one. Consumers deduplicate by the message's identity: ``entry_id`` for rewards,
 (``contribution_id``, ``reason``, ``event_id``) for flags, ``event_id`` for dead letters.
+
+Canonical order (:func:`positioned_messages`): by the row's ``seq``, then, among the
+messages of one seq, by (table rank: rewards < flags < dead letters, key, value bytes).
+It depends only on the messages' content, so fresh rows and rows read back from the
+store (in any order) give every message the same position ``pos`` within its seq; the
+outbox heads each message with its (seq, pos) (streams/outbox.py).
 """
 from __future__ import annotations
 
@@ -45,9 +51,29 @@ def deadletter_message(row: dict) -> Message:
 BUILDERS = {"reward_ledger": reward_message, "flags": flag_message, "deadletter": deadletter_message}
 
 
-def messages_from_rows(rows: dict[str, list[dict]]) -> list[Message]:
-    """Messages for stored rows, ordered by seq then table (rewards, flags, dead letters)."""
+TABLE_RANK = {table: rank for rank, table in enumerate(BUILDERS)}  # rewards < flags < dead letters
+Positioned = tuple[int, int, Message]  # (seq, pos within the seq, message)
+
+
+def positioned_messages(rows: dict[str, list[dict]]) -> list[Positioned]:
+    """``(seq, pos, message)`` for the rows of the output tables (``reward_ledger``,
+    ``flags``, ``deadletter``; other tables ignored), in canonical order (module doc)."""
     out = []
     for table, build in BUILDERS.items():
-        out += [(r["seq"], i, build(r)) for i, r in enumerate(rows.get(table, []))]
-    return [m for _, _, m in sorted(out, key=lambda x: (x[0], x[1]))]
+        rank = TABLE_RANK[table]
+        for r in rows.get(table, ()):
+            m = build(r)
+            out.append((r["seq"], rank, m[1], m[2], m))
+    out.sort(key=lambda x: x[:4])
+    res: list[Positioned] = []
+    seq, pos = None, 0
+    for s, _, _, _, m in out:
+        pos = pos + 1 if s == seq else 0
+        seq = s
+        res.append((s, pos, m))
+    return res
+
+
+def messages_from_rows(rows: dict[str, list[dict]]) -> list[Message]:
+    """Messages for rows, in canonical order (see :func:`positioned_messages`)."""
+    return [m for _, _, m in positioned_messages(rows)]

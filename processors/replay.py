@@ -9,6 +9,7 @@ of an interrupted run), so replaying a file twice changes nothing the second tim
 from __future__ import annotations
 
 import json
+import logging
 from datetime import timedelta
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -16,9 +17,12 @@ from pathlib import Path
 from poa.settings import Settings
 from processors.core import Core, Result
 from sinks.base import Sink
+from sinks.lease import Lease
+from sinks.policy_log import open_schedule
 from streams import topics
 
 REPLAY_TOPIC = "poa.replay"
+log = logging.getLogger("poa.replay")
 
 
 def topic_of(line: bytes) -> str:
@@ -31,10 +35,12 @@ def topic_of(line: bytes) -> str:
 
 def restore(core: Core, sink: Sink) -> int:
     """Remove orphans of an interrupted batch, rebuild the core's state from the log,
-    and buffer again the events received but not yet processed (the inbox)."""
+    and buffer again the events received but not yet processed (the inbox). The caller
+    holds the store's writer lease (sinks/lease.py)."""
     sink.recover()
     n = core.replay_log(sink.load_log())
     core.load_inbox(sink.load_inbox())
+    core.log_source = sink.load_log  # what a rebuild after a handler error replays
     return n
 
 
@@ -63,7 +69,7 @@ def process_all(settings: Settings, lines: Iterable[tuple[str, bytes]]) -> tuple
     """The whole replay in memory, without a store: (the core, every row and message)."""
     core, out = Core(settings), Result()
     for topic, raw in lines:
-        out.extend(step(core, topic, raw, settings.order_lateness_s))
+        out.extend(step(core, topic, raw, core.P.order_lateness_s))
     out.extend(core.release(None))
     return core, out
 
@@ -80,7 +86,7 @@ def replay(lines: Iterable[tuple[str, bytes]], core: Core, sink: Sink, batch_eve
     reproduces that run's ledger and epoch roots exactly.
     """
     batch, n = Result(), 0
-    lateness_s = core.s.order_lateness_s
+    lateness_s = core.schedule.base.order_lateness_s
     for topic, raw in lines:
         if in_order:
             batch.extend(core.process(topic, raw))
@@ -90,25 +96,40 @@ def replay(lines: Iterable[tuple[str, bytes]], core: Core, sink: Sink, batch_eve
         n += 1
         if n % batch_events == 0:
             batch.rows["inbox"] = core.inbox_rows()
-            sink.write(batch.rows)
+            sink.write_retrying(batch.rows, log=log.warning)
+            core.written()
             batch = Result()
             if on_progress:
                 on_progress(n)
     batch.extend(core.release(None))
     core.inbox_rows()
-    sink.write(batch.rows)
+    sink.write_retrying(batch.rows, log=log.warning)
+    core.written()
     if on_progress:
         on_progress(n)
+
+
+def replay_into(records: Iterable[tuple[str, bytes]], settings: Settings, sink: Sink,
+                on_progress: Callable[[int], None] | None = None, in_order: bool = False) -> Core:
+    """The whole audited path without Kafka: schema, the store's writer lease (refused while
+    a worker or another replay writes the store), the core rebuilt from the store's log, then
+    ``records`` processed and written in batches; the lease is released at the end."""
+    sink.ensure_schema()
+    lease = Lease(sink, ttl_s=settings.store_lease_ttl_s)
+    lease.acquire()
+    try:
+        core = Core(settings, open_schedule(sink, settings.policy()))
+        restore(core, sink)
+        core.restored_seq = core.seq
+        replay(records, core, sink, on_progress=on_progress, in_order=in_order)
+    finally:
+        lease.release()
+    return core
 
 
 def replay_file(path: Path, settings: Settings, sink: Sink,
                 on_progress: Callable[[int], None] | None = None, in_order: bool = False) -> Core:
     from attribution import warmup
     warmup()
-    sink.ensure_schema()
-    core = Core(settings)
-    restore(core, sink)
-    core.restored_seq = core.seq
-    replay(((topic_of(l), l) for l in iter_lines(path)), core, sink, on_progress=on_progress,
-           in_order=in_order)
-    return core
+    return replay_into(((topic_of(l), l) for l in iter_lines(path)), settings, sink,
+                       on_progress=on_progress, in_order=in_order)

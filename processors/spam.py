@@ -4,8 +4,10 @@ Pure glue over the kernels of attribution/quality.py, velocity.py and clusters.p
 :meth:`SpamGuard.check` returns the flags a new contribution raises and whether it is
 spam (two or more low-quality reasons; one alone never is). :meth:`SpamGuard.duplicate`
 records a duplicate edge between contributions of different accounts and returns the
-contributions that this edge reveals as members of a sybil farm (at least four accounts
-posting near-identical text within a 600 s window; each is returned once). The
+contributions that this edge reveals as members of a sybil farm (at least
+``farm_min_accounts`` accounts posting near-identical text within ``farm_burst_s``; each is
+returned once). Every number comes from the ledger policy (streams/policy.py): the models'
+shapes from the store's first policy, the thresholds from the policy in force. The
 familiarity model learns only from texts that raised no reason, so spam never teaches
 it its own template.
 """
@@ -16,10 +18,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from attribution.clusters import FarmClusters
-from attribution.quality import Familiarity, is_low_quality, low_quality_reasons, signals
+from attribution.quality import Familiarity, Thresholds, is_low_quality, low_quality_reasons, signals
 from attribution.velocity import Interner, VelocityTracker
+from streams.policy import Policy
 
-BURST_FLAG_AT = 3.0  # uploads in a window per the account's usual pace: supporting evidence only
+
+def thresholds(p: Policy) -> Thresholds:
+    return Thresholds(min_tokens=p.quality_min_tokens, min_tokens_stats=p.quality_min_tokens_stats,
+                      max_compression=p.quality_max_compression,
+                      max_repetition=p.quality_max_repetition,
+                      min_entropy_norm=p.quality_min_entropy_norm,
+                      min_words_per_sentence=p.quality_min_words_per_sentence,
+                      max_words_per_sentence=p.quality_max_words_per_sentence,
+                      min_familiarity=p.quality_min_familiarity, min_reasons=p.quality_min_reasons)
 
 
 @dataclass
@@ -29,27 +40,32 @@ class Verdict:
 
 
 class SpamGuard:
-    def __init__(self) -> None:
+    def __init__(self, base: Policy) -> None:
         self.accounts = Interner()
-        self.familiarity = Familiarity()
-        self.velocity = VelocityTracker()
-        self.farms = FarmClusters()
+        self.familiarity = Familiarity(base.familiarity_bits, base.familiarity_warm_bigrams)
+        self.velocity = VelocityTracker(base.velocity_window_s, base.velocity_alpha,
+                                        base.velocity_prior_gap_s)
+        self.farms = FarmClusters(base.farm_min_accounts, base.farm_burst_s)
         self.farm_flagged: set[int] = set()
+        self._th: tuple[Policy, Thresholds] | None = None
 
-    def check(self, account: str, ts_s: float, toks: np.ndarray, content: str) -> Verdict:
+    def check(self, account: str, ts_s: float, toks: np.ndarray, content: str, policy: Policy) -> Verdict:
         v = Verdict()
+        if self._th is None or self._th[0] is not policy:
+            self._th = (policy, thresholds(policy))
+        th = self._th[1]
         sig = signals(toks, content.encode("utf-8"), self.familiarity)
-        reasons = low_quality_reasons(sig)
+        reasons = low_quality_reasons(sig, th)
         if not reasons:
             self.familiarity.learn(toks)
         detail = (f"tokens={sig.tokens:.0f} compression={sig.compression:.3f} "
                   f"repetition={sig.repetition:.3f} entropy_norm={sig.entropy_norm:.3f} "
                   f"words_per_sentence={sig.words_per_sentence:.1f} familiarity={sig.familiarity:.3f}")
-        if is_low_quality(reasons):
+        if is_low_quality(reasons, th):
             v.spam = True
             v.flags += [(reason, score, detail) for reason, score in reasons]
         burst = self.velocity.observe(self.accounts(account), ts_s)
-        if burst >= BURST_FLAG_AT:
+        if burst >= policy.velocity_burst_flag_at:
             v.flags.append(("velocity_burst", min(1.0, (burst - 1.0) / 4.0), f"burst={burst:.2f}"))
         return v
 
@@ -63,4 +79,5 @@ class SpamGuard:
         new = [int(m) for m in self.farms.farm_members(root) if int(m) not in self.farm_flagged]
         self.farm_flagged.update(new)
         n_accounts = len(self.farms.accounts_in_cluster(root))
-        return new, f"{n_accounts} accounts posted near-identical text within 600 s"
+        return new, (f"{n_accounts} accounts posted near-identical text within "
+                     f"{self.farms.burst_s:g} s")

@@ -63,6 +63,7 @@ class Stats:
     spam: int = 0
     waiting: int = 0
     late: int = 0
+    quarantined: int = 0  # events whose handler raised (dead-lettered, nothing applied)
     by_type: dict[str, int] = field(default_factory=dict)
     fees_micro: int = 0
     credits_micro: dict[tuple[str, str], int] = field(default_factory=dict)  # (source, role)

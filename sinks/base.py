@@ -1,35 +1,132 @@
 """The sink contract, written once for both engines.
 
-A concrete engine implements four primitives: ``command(sql)``, ``query(sql)`` ->
-(column names, rows), ``raw(sql, fmt)`` -> bytes, and ``insert(table, columns)`` where
-``columns`` maps column name -> list of Python values (str, int, float, None,
-datetime with tzinfo, list). Everything else is shared:
+A concrete engine implements five primitives: ``command(sql)``, ``query(sql)`` ->
+(column names, rows), ``raw(sql, fmt)`` -> bytes, ``insert(table, columns, token)`` where
+``columns`` maps column name -> list of Python values (str, int, float, None, datetime
+with tzinfo, list) and ``token`` is the insert's deduplication token, and ``error_code``
+(the ClickHouse error code an engine exception carries, if any). Everything else is shared.
 
-- ``write(rows)``: one insert per table, tables in :data:`sinks.ddl.WRITE_ORDER`
-  (``events`` last, the commit marker); inserts are synchronous (``async_insert=0``)
-  so a write is readable when it returns. A failure raises :class:`SinkError` with
-  ``retry_after_s``; the caller retries the same batch (idempotent, see ``recover``).
+Idempotent batch commits, by construction:
+
+- Every MergeTree table is created with ``non_replicated_deduplication_window`` (sinks/ddl.py)
+  and every insert carries ``insert_deduplication_token = <batch key>:<table>``. A batch key
+  (:meth:`Sink.next_batch_key`) is ``g<lease generation>.b<n>``: deterministic per writer
+  incarnation and write, so a retry of the same batch re-sends the same rows, in the same
+  order, under the same tokens, and ClickHouse drops an insert that already landed. The
+  generation (one writer per store, :mod:`sinks.lease`) changes at every start, so rows that
+  :meth:`recover` deleted can be written again by the next incarnation (ClickHouse keeps a
+  deleted block's token: the same token would silently drop the re-insert).
+- ``write(rows, key, retry=True)`` first reads what landed: a table whose rows carry ``seq``
+  is skipped when a row with a ``seq`` of this batch is already stored (a batch's rows have
+  ``seq`` values no other batch of this incarnation has); the others are re-sent with their
+  tokens. ``events`` is written last: it is the batch's commit marker.
+- Errors are classified: :class:`SinkError` (retry the same batch later: the store or the
+  network failed) or :class:`FatalSinkError` (a bug or an impossible value: retrying cannot
+  help, the caller must stop before acknowledging its input). Values are checked against the
+  column types before any insert (:func:`check_columns`), so an impossible value fails fast
+  and no table of the batch is written.
 - ``recover()``: deletes rows whose ``seq`` is above the last committed ``events.seq``
-  (an interrupted batch) and returns that seq; call it on start before processing.
+  (orphans of an interrupted batch) and returns that seq; call it on start, under the lease.
 """
 from __future__ import annotations
 
+import re
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
+
+import numpy as np
 
 from sinks.ddl import DERIVED_TABLES, TABLES, WRITE_ORDER
 
+# ClickHouse error codes worth retrying: the server is overloaded, restarting, out of
+# memory or disk for now, or the connection broke. Anything else is a bug or bad data.
+RETRYABLE_CODES = frozenset({
+    3, 32, 159, 164, 202, 203, 209, 210, 236, 241, 242, 243, 252, 285, 319, 394, 425, 439,
+    473, 999, 1000,
+})
+_CODE = re.compile(r"Code:\s*(\d+)")
+
+_INT_RANGES = {
+    "UInt8": (0, (1 << 8) - 1), "UInt16": (0, (1 << 16) - 1), "UInt32": (0, (1 << 32) - 1),
+    "UInt64": (0, (1 << 64) - 1), "Int32": (-(1 << 31), (1 << 31) - 1),
+    "Int64": (-(1 << 63), (1 << 63) - 1), "Int128": (-(1 << 127), (1 << 127) - 1),
+    "UInt128": (0, (1 << 128) - 1),
+}
+
+
+_INTS: set[type] = {int, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64}
+_ALLOWED: dict[str, set[type]] = {
+    **{t: _INTS for t in _INT_RANGES},
+    "String": {str},
+    "Float64": _INTS | {float, np.float64},
+    "DateTime64": {datetime},
+    "Array": {list, tuple},
+}
+
 
 class SinkError(RuntimeError):
-    """A write that did not complete; retry the same batch after ``retry_after_s``."""
+    """A write that did not complete because the store or the link to it failed;
+    retry the same batch (same key) after ``retry_after_s``."""
 
     def __init__(self, message: str, retry_after_s: float = 1.0):
         super().__init__(message)
         self.retry_after_s = retry_after_s
 
 
+class FatalSinkError(RuntimeError):
+    """A write that can never succeed (a bug, an impossible value, a lost lease): stop,
+    do not acknowledge the input, fix the cause."""
+
+
+def _base_type(t: str) -> tuple[str, bool]:
+    nullable = False
+    if t.startswith("LowCardinality("):
+        t = t[len("LowCardinality("):-1]
+    if t.startswith("Nullable("):
+        t, nullable = t[len("Nullable("):-1], True
+    return t, nullable
+
+
+def check_columns(table: str, columns: dict[str, list]) -> None:
+    """Raise :class:`FatalSinkError` naming the table, column, row and value when a value
+    cannot be stored in its column's type (an integer out of range, a NULL in a
+    non-Nullable column, a string where a number goes): such a batch can never land."""
+    types = dict(TABLES[table].columns)
+    n = None
+    for col, values in columns.items():
+        if col not in types:
+            raise FatalSinkError(f"{table}: unknown column {col!r}")
+        if n is None:
+            n = len(values)
+        elif len(values) != n:
+            raise FatalSinkError(f"{table}.{col}: {len(values)} values for {n} rows")
+        base, nullable = _base_type(types[col])
+        allowed = _ALLOWED.get(base, _ALLOWED["Array"] if base.startswith("Array(") else
+                               _ALLOWED["DateTime64"] if base.startswith("DateTime64") else None)
+        seen = set(map(type, values))
+        if nullable:
+            seen.discard(type(None))
+        if allowed is not None and not seen <= allowed:
+            bad_t = next(t for t in seen if t not in allowed)
+            i = next(i for i, v in enumerate(values) if type(v) is bad_t)
+            what = "NULL" if bad_t is type(None) else f"{values[i]!r:.80} ({bad_t.__name__})"
+            raise FatalSinkError(f"{table}.{col}: row {i} holds {what}, which a {types[col]} "
+                                 "column cannot store")
+        if base in _INT_RANGES and values:
+            lo, hi = _INT_RANGES[base]
+            present = [v for v in values if v is not None]
+            if present and (min(present) < lo or max(present) > hi):
+                i = next(i for i, v in enumerate(values) if v is not None and not lo <= v <= hi)
+                raise FatalSinkError(f"{table}.{col}: value {values[i]} in row {i} does not fit "
+                                     f"{base} ({lo}..{hi})")
+
+
 class Sink(ABC):
     database: str
+    generation: int = 0  # lease generation of this writer (sinks/lease.py); 0: no lease held
+    lease = None  # sinks.lease.Lease while one is held
 
     # ---- engine primitives
     @abstractmethod
@@ -43,7 +140,9 @@ class Sink(ABC):
         """Run ``sql``; the output in ``fmt`` (None: the SQL carries its own FORMAT)."""
 
     @abstractmethod
-    def insert(self, table: str, columns: dict[str, list]) -> None: ...
+    def insert(self, table: str, columns: dict[str, list], token: str | None = None) -> None:
+        """Insert ``columns`` synchronously (readable on return) with
+        ``insert_deduplication_token = token``."""
 
     def close(self) -> None:
         pass
@@ -52,24 +151,119 @@ class Sink(ABC):
     def use_database(self) -> None:
         """Make ``self.database`` the default for unqualified table names."""
 
+    # ---- error classification
+    @staticmethod
+    def error_code(exc: BaseException) -> int | None:
+        """The ClickHouse error code an engine exception carries (None if none)."""
+        code = getattr(exc, "code", None)
+        if isinstance(code, int):
+            return code
+        m = _CODE.search(str(exc))
+        return int(m.group(1)) if m else None
+
+    def classify(self, exc: BaseException, what: str) -> Exception:
+        """:class:`SinkError` for store and network failures, :class:`FatalSinkError` for the rest."""
+        if isinstance(exc, (SinkError, FatalSinkError)):
+            return exc
+        code = self.error_code(exc)
+        if code is not None:
+            if code in RETRYABLE_CODES:
+                return SinkError(f"{what}: {_first_line(exc)}")
+            return FatalSinkError(f"{what}: ClickHouse error {code}: {_first_line(exc)}")
+        if self.transient(exc):
+            return SinkError(f"{what}: {type(exc).__name__}: {_first_line(exc)}")
+        return FatalSinkError(f"{what}: {type(exc).__name__}: {_first_line(exc)}")
+
+    def transient(self, exc: BaseException) -> bool:
+        """Whether an exception without a ClickHouse code is a transient failure (network,
+        timeouts). Engines extend this with their client's transport exceptions."""
+        return isinstance(exc, (ConnectionError, TimeoutError, OSError))
+
     # ---- shared behaviour
     def ensure_schema(self) -> None:
-        self.command(f"CREATE DATABASE IF NOT EXISTS {self.database}")
+        """Create what is missing: the database, every table, columns added since a store
+        was created, the dedup window on stores created before it, the lease and policy logs."""
+        from sinks.lease import LEASE_DDL
+        from sinks.policy_log import POLICY_DDL
+        db = self.database
+        self.command(f"CREATE DATABASE IF NOT EXISTS {db}")
+        _, have = self.query(f"SELECT table, name FROM system.columns WHERE database = '{db}'")
+        have_cols = set(have)
+        _, dedup = self.query(f"SELECT name FROM system.tables WHERE database = '{db}' AND "
+                              "create_table_query LIKE '%non_replicated_deduplication_window%'")
+        dedup_ok = {r[0] for r in dedup}
         for t in TABLES.values():
-            self.command(t.create_sql(self.database))
+            self.command(t.create_sql(db))
+            for c, typ in t.columns:
+                if (t.name, c) not in have_cols and any(n == t.name for n, _ in have_cols):
+                    self.command(f"ALTER TABLE {db}.{t.name} ADD COLUMN IF NOT EXISTS `{c}` {typ}")
+            if t.dedup_window and t.name not in dedup_ok:
+                self.command(f"ALTER TABLE {db}.{t.name} MODIFY SETTING "
+                             f"non_replicated_deduplication_window = {t.dedup_window}")
+        self.command(LEASE_DDL.format(db=db))
+        self.command(POLICY_DDL.format(db=db))
 
-    def write(self, rows: dict[str, list[dict]]) -> None:
+    def next_batch_key(self) -> str:
+        """A fresh, deterministic batch key: ``g<generation>.b<n>`` (n counts this writer's batches)."""
+        self._batches = getattr(self, "_batches", 0) + 1
+        return f"g{self.generation}.b{self._batches}"
+
+    def write(self, rows: dict[str, list[dict]], key: str | None = None, retry: bool = False) -> None:
+        """Write one batch: every table's insert carries the token ``<key>:<table>``,
+        ``events`` last. ``retry``: this batch (same ``key``, same rows) was attempted
+        before: tables whose rows already landed are skipped. Raises :class:`SinkError`
+        (retry later with ``retry=True``) or :class:`FatalSinkError` (stop)."""
+        key = key or self.next_batch_key()
+        plan = []
         for name in WRITE_ORDER:
             batch = rows.get(name)
             if not batch:
                 continue
-            cols = TABLES[name].column_names
             try:
-                self.insert(name, {c: [r[c] for r in batch] for c in cols})
-            except SinkError:
-                raise
-            except Exception as exc:  # engine errors become retryable sink errors
-                raise SinkError(f"insert into {name} failed: {exc}") from exc
+                cols = {c: [r[c] for r in batch] for c in TABLES[name].column_names}
+            except KeyError as exc:
+                raise FatalSinkError(f"{name}: a row lacks column {exc}") from None
+            check_columns(name, cols)
+            plan.append((name, cols))
+        if plan and self.lease is not None:
+            self.lease.check()  # one writer per store: raises LeaseLost (fatal) when fenced
+        for name, cols in plan:
+            if retry and self._landed(name, cols):
+                continue
+            try:
+                self.insert(name, cols, f"{key}:{name}")
+            except Exception as exc:
+                raise self.classify(exc, f"insert into {name} (batch {key})") from exc
+
+    def _landed(self, table: str, cols: dict[str, list]) -> bool:
+        """Whether this batch's rows of ``table`` are stored (tables with ``seq`` only; for
+        the others the dedup token decides)."""
+        if "seq" not in cols or table not in DERIVED_TABLES + ["events"]:
+            return False
+        lo, hi = min(cols["seq"]), max(cols["seq"])
+        try:
+            n = self.scalar(f"SELECT count() FROM {self.database}.{table} "
+                            f"WHERE seq >= {int(lo)} AND seq <= {int(hi)}")
+        except Exception as exc:
+            raise self.classify(exc, f"reading back {table}") from exc
+        return int(n or 0) > 0
+
+    def write_retrying(self, rows: dict[str, list[dict]], *, max_delay_s: float = 30.0,
+                       sleep: Callable[[float], None] = time.sleep,
+                       log: Callable[[str], None] | None = None) -> str:
+        """Write one batch, retrying :class:`SinkError` with backoff (same key, reading what
+        landed first) until it lands; :class:`FatalSinkError` propagates. Returns the key."""
+        key, attempt = self.next_batch_key(), 0
+        while True:
+            try:
+                self.write(rows, key, retry=attempt > 0)
+                return key
+            except SinkError as exc:
+                attempt += 1
+                delay = min(max_delay_s, exc.retry_after_s * attempt)
+                if log:
+                    log(f"sink write failed (attempt {attempt}), retrying in {delay:.1f}s: {exc}")
+                sleep(delay)
 
     def scalar(self, sql: str):
         _, rows = self.query(sql)
@@ -94,18 +288,6 @@ class Sink(ABC):
                              f"(SELECT event_id FROM {db}.events) ORDER BY ts, event_id")
         return rows
 
-    def unpublished_rows(self, mark: int | None = None) -> dict[str, list[dict]]:
-        """Rows with output messages and ``seq`` above ``mark`` (default: the ``outbox``
-        table's mark; the worker passes the committed mark read back from Kafka)."""
-        db = self.database
-        if mark is None:
-            mark = int(self.scalar(f"SELECT max(seq) FROM {db}.outbox") or 0)
-        out = {}
-        for table in ("reward_ledger", "flags", "deadletter"):
-            cols, rows = self.query(f"SELECT * FROM {db}.{table} WHERE seq > {mark} ORDER BY seq")
-            out[table] = [dict(zip(cols, r)) for r in rows]
-        return out
-
     def load_log(self, batch_rows: int = 10_000) -> Iterator[tuple]:
         """The event log in seq order: (seq, event_id, type, topic, ts, payload)."""
         last = 0
@@ -117,3 +299,8 @@ class Sink(ABC):
                 return
             yield from rows
             last = rows[-1][0]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:500]

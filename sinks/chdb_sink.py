@@ -6,7 +6,7 @@ the same path share one session (reference counted); opening another path while
 one is open raises a clear error; closing the last sink frees the engine so another
 path can be opened. Calls are serialized with a lock, so the sink may be used from
 worker threads (``asyncio.to_thread``). Inserts go columnar through Arrow:
-``INSERT ... SELECT * FROM Python(table)``.
+``INSERT ... SELECT * FROM Python(table)``, with the batch's ``insert_deduplication_token``.
 """
 from __future__ import annotations
 
@@ -35,6 +35,12 @@ def _arrow_type(ch_type: str) -> pa.DataType:
         return pa.timestamp("ms", tz="UTC")
     return {"String": pa.string(), "UInt64": pa.uint64(), "UInt32": pa.uint32(),
             "Int64": pa.int64(), "Float64": pa.float64()}[t]
+
+
+def _token(token: str) -> str:
+    if not all(ch.isalnum() or ch in ".:_-" for ch in token):
+        raise ValueError(f"dedup token {token!r}: letters, digits and . : _ - only")
+    return token
 
 
 def _open(path: Path) -> chdb_session.Session:
@@ -97,10 +103,11 @@ class ChdbSink(Sink):
         data = [tbl.column(i).to_pylist() for i in range(len(cols))]
         return cols, list(zip(*data))
 
-    def insert(self, table: str, columns: dict[str, list]) -> None:
+    def insert(self, table: str, columns: dict[str, list], token: str | None = None) -> None:
         types = dict(TABLES[table].columns)
         arrow = pa.table({c: pa.array(v, type=_arrow_type(types[c])) for c, v in columns.items()})  # noqa: F841
         cols = ", ".join(f"`{c}`" for c in columns)
+        dedup = f", insert_deduplication_token = '{_token(token)}'" if token else ""
         with _LOCK:
             self._s.query(f"INSERT INTO {self.database}.{table} ({cols}) "
-                          f"SELECT {cols} FROM Python(arrow) SETTINGS async_insert = 0")
+                          f"SELECT {cols} FROM Python(arrow) SETTINGS async_insert = 0{dedup}")

@@ -9,6 +9,11 @@ removed on start (:meth:`sinks.base.Sink.recover`). Tables whose rows are update
 events received but not yet processed (waiting for the event-time watermark);
 those whose ``event_id`` is in ``events`` are done. ``outbox`` records up to which
 ``seq`` the output messages were delivered to Kafka (written after delivery).
+
+Every table keeps the block tokens of its last ``dedup_window`` inserts
+(``non_replicated_deduplication_window``): an insert repeating a recent token is dropped,
+which makes a retried batch idempotent (sinks/base.py). The writer lease table is in
+sinks/lease.py.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ class Table:
     engine: str
     order_by: str
     partition_by: str | None = None
+    dedup_window: int = 1000  # non_replicated_deduplication_window (0: none); see sinks/base.py
 
     @property
     def column_names(self) -> list[str]:
@@ -33,8 +39,10 @@ class Table:
     def create_sql(self, database: str) -> str:
         cols = ",\n  ".join(f"`{c}` {t}" for c, t in self.columns)
         part = f"\nPARTITION BY {self.partition_by}" if self.partition_by else ""
+        settings = (f"\nSETTINGS non_replicated_deduplication_window = {self.dedup_window}"
+                    if self.dedup_window else "")
         return (f"CREATE TABLE IF NOT EXISTS {database}.{self.name} (\n  {cols}\n)\n"
-                f"ENGINE = {self.engine}{part}\nORDER BY {self.order_by}")
+                f"ENGINE = {self.engine}{part}\nORDER BY {self.order_by}{settings}")
 
 
 TABLES: dict[str, Table] = {t.name: t for t in [
@@ -85,7 +93,7 @@ TABLES: dict[str, Table] = {t.name: t for t in [
         ("epoch", "UInt32"), ("start", TS), ("end", TS), ("budget", "Int64"),
         ("carried_in", "Int64"), ("emitted", "Int64"), ("carried_out", "Int64"),
         ("fee_rewards", "Int64"), ("emission_rewards", "Int64"), ("entries", "UInt32"),
-        ("merkle_root", "String"), ("seq", "UInt64")),
+        ("merkle_root", "String"), ("policy_fingerprint", "String"), ("seq", "UInt64")),
         "MergeTree", "epoch"),
     Table("deadletter", (
         ("event_id", "String"), ("topic", LC), ("reason", "String"), ("payload", "String"),

@@ -2,10 +2,13 @@
 
 Credentials come from settings (POA_CLICKHOUSE_URL / _USER / _PASSWORD), never code.
 The client is created with ``autogenerate_session_id=False`` so it may be shared by
-threads. Inserts are column-oriented and synchronous (``async_insert=0``).
+threads. Inserts are column-oriented and synchronous (``async_insert=0``) and carry the batch's
+``insert_deduplication_token``; transport failures are retryable (:meth:`HttpSink.transient`),
+server errors are classified by their ClickHouse code (sinks/base.py).
 """
 from __future__ import annotations
 
+import re
 import threading
 from urllib.parse import urlparse
 
@@ -48,13 +51,30 @@ class HttpSink(Sink):
             r = self._c.query(sql)
         return list(r.column_names), [tuple(row) for row in r.result_rows]
 
-    def insert(self, table: str, columns: dict[str, list]) -> None:
+    def insert(self, table: str, columns: dict[str, list], token: str | None = None) -> None:
         names = list(columns)
         types = dict(TABLES[table].columns)
+        settings = {"async_insert": 0}
+        if token:
+            settings["insert_deduplication_token"] = token
         with self._lock:
             self._c.insert(f"{self.database}.{table}", [columns[c] for c in names],
                            column_names=names, column_type_names=[types[c] for c in names],
-                           column_oriented=True, settings={"async_insert": 0})
+                           column_oriented=True, settings=settings)
+
+    def transient(self, exc: BaseException) -> bool:
+        """clickhouse-connect's transport failures (refused, reset, timed out, a proxy's 5xx
+        without a ClickHouse error code) are transient; its other errors are not."""
+        from clickhouse_connect.driver.exceptions import OperationalError
+        if isinstance(exc, OperationalError) or super().transient(exc):
+            return True
+        if getattr(exc, "code", None) is None and re.search(r"HTTP status (5\d\d|429)\b", str(exc)):
+            return True  # a proxy or load balancer in front of the server failed
+        try:
+            import urllib3.exceptions as u3
+            return isinstance(exc, u3.HTTPError)
+        except ImportError:  # pragma: no cover
+            return False
 
     def close(self) -> None:
         self._c.close()

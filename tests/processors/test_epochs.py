@@ -7,7 +7,15 @@ from processors.epochs import EpochBook
 from processors.merkle import epoch_leaves, root
 from processors.replay import process_all
 
+from streams.policy import Policy, PolicySchedule
+
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def book_of(epoch_s, per_epoch, decay, c_bps) -> EpochBook:
+    return EpochBook(PolicySchedule.single(Policy(
+        epoch_s=epoch_s, emission_per_epoch_micro=per_epoch, emission_decay_bps=decay,
+        emission_contributors_bps=c_bps)))
 
 
 @hsettings(max_examples=60, deadline=None)
@@ -15,7 +23,7 @@ T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
                           st.sampled_from(["a", "b", "c"]), st.floats(0.01, 5.0)), max_size=40),
        st.integers(0, 10**12), st.integers(0, 5000), st.integers(0, 10_000))
 def test_emissions_of_each_epoch_sum_exactly(events, per_epoch, decay, c_bps):
-    book = EpochBook(86_400, per_epoch, decay, c_bps)
+    book = book_of(86_400, per_epoch, decay, c_bps)
     emitted: dict[int, int] = {}
     closed = []
     for t, kind, who, w in sorted(events):
@@ -36,7 +44,7 @@ def test_emissions_of_each_epoch_sum_exactly(events, per_epoch, decay, c_bps):
 
 
 def test_nobody_eligible_carries_over():
-    book = EpochBook(86_400, 1_000, 0, 8000)
+    book = book_of(86_400, 1_000, 0, 8000)
     book.advance(T0, 1)
     _, first = book.advance(T0 + timedelta(days=1), 2)  # epoch 0: no evidence at all
     assert first[0]["emitted"] == 0 and first[0]["carried_out"] == 1_000

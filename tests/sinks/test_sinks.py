@@ -3,7 +3,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from sinks.base import Sink, SinkError
+from sinks.base import FatalSinkError, Sink, SinkError
 from sinks.ddl import TABLES
 
 TS = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
@@ -82,7 +82,59 @@ def test_load_log_pages_in_seq_order(engine):
     assert [r[0] for r in engine.load_log(batch_rows=2)] == [1, 2, 3, 4, 5]
 
 
-def test_engine_errors_become_retryable_sink_errors(engine):
-    with pytest.raises(SinkError) as info:
-        engine.write({"reward_ledger": [{**ledger_rows(1)[0], "amount": "not a number"}]})
-    assert "reward_ledger" in str(info.value) and info.value.retry_after_s > 0
+def test_impossible_values_fail_fast_and_write_nothing(engine):
+    db = engine.database
+    for bad, words in [({"amount": "not a number"}, "reward_ledger.amount"),
+                       ({"amount": 1 << 63}, "does not fit Int64"),
+                       ({"epoch": -1}, "does not fit UInt32"),
+                       ({"account": None}, "NULL")]:
+        with pytest.raises(FatalSinkError) as info:
+            engine.write({"reward_ledger": ledger_rows(3)[:2] + [{**ledger_rows(3)[2], **bad}],
+                          "events": event_rows([1, 2, 3])})
+        assert words in str(info.value)
+        assert not isinstance(info.value, SinkError)  # never retried as if the store were down
+    assert engine.scalar(f"SELECT count() FROM {db}.reward_ledger") == 0
+    assert engine.scalar(f"SELECT count() FROM {db}.events") == 0
+
+
+def test_engine_errors_are_classified(engine):
+    # a statement the server rejects (unknown table: ClickHouse code 60) is a bug: fatal
+    with pytest.raises(Exception) as info:
+        engine.command(f"INSERT INTO {engine.database}.no_such_table VALUES (1)")
+    assert isinstance(engine.classify(info.value, "x"), FatalSinkError)
+    assert engine.error_code(info.value) == 60
+    # transport failures and overload codes are retryable
+    assert isinstance(engine.classify(ConnectionResetError("reset"), "x"), SinkError)
+    assert isinstance(engine.classify(RuntimeError("Code: 252. DB::Exception: Too many parts"), "x"),
+                      SinkError)
+    assert isinstance(engine.classify(TypeError("bug"), "x"), FatalSinkError)
+
+
+def test_a_retried_batch_lands_once(engine):
+    db = engine.database
+    rows = {"reward_ledger": ledger_rows(50), "flags": [], "events": event_rows(range(1, 51))}
+    key = engine.next_batch_key()
+    engine.write(rows, key)
+    engine.write(rows, key)  # the answer was lost: the same batch is sent again (tokens)
+    engine.write(rows, key, retry=True)  # ... and again, reading back what landed first
+    assert engine.scalar(f"SELECT count() FROM {db}.reward_ledger") == 50
+    assert engine.scalar(f"SELECT count() FROM {db}.events") == 50
+    # a different batch with byte-identical rows is not mistaken for a retry
+    engine.write({"inbox": [{"event_id": "x", "topic": "t", "ts": TS, "payload": "p"}]})
+    engine.write({"inbox": [{"event_id": "x", "topic": "t", "ts": TS, "payload": "p"}]})
+    assert engine.scalar(f"SELECT count() FROM {db}.inbox") == 2
+
+
+def test_rows_deleted_by_recover_can_be_written_again_by_the_next_writer(engine):
+    """ClickHouse keeps a deleted block's dedup token: a new generation uses new tokens."""
+    from sinks.lease import Lease
+    db = engine.database
+    Lease(engine, ttl_s=30, settle_s=0).acquire()
+    engine.write({"reward_ledger": ledger_rows(5, seq0=1)})  # no commit marker: a crash
+    assert engine.recover() == 0
+    assert engine.scalar(f"SELECT count() FROM {db}.reward_ledger") == 0
+    engine.lease.release()
+    engine._batches = 0  # the next incarnation counts its batches from 1 again
+    Lease(engine, ttl_s=30, settle_s=0).acquire()
+    engine.write({"reward_ledger": ledger_rows(5, seq0=1), "events": event_rows(range(1, 6))})
+    assert engine.scalar(f"SELECT count() FROM {db}.reward_ledger") == 5

@@ -1,0 +1,228 @@
+"""The ledger policy: every number that decides who is paid what, in one versioned value.
+
+Contract:
+- :class:`Policy` holds every ledger-relevant setting and constant: fee shares and the
+  treasury, the epoch length and emission schedule, the signature rule and the keys in force,
+  attribution (span length, influence mix, lineage inherit defaults), near-duplicate detection
+  (threshold, MinHash size, seed, shingle length), the spam heuristics (quality thresholds,
+  familiarity model, velocity, sybil-farm rule), the validator model (Dawid-Skene priors,
+  stake weights, status thresholds, sweep passes, suspect rules) and the event-time ordering
+  lateness. Nothing in attribution/ or processors/ hard-codes one of these numbers: the core
+  passes them from the policy in force.
+- :meth:`Policy.fingerprint` is a SHA-256 of its canonical JSON (16 hex digits). The store
+  records every policy it ran under (table ``policy``: version, effective epoch, fingerprint,
+  JSON) and each ``epochs`` row carries the fingerprint of the policy that closed it.
+- A worker or replay whose configured policy differs from the store's latest refuses to
+  start (:class:`PolicyMismatch`, naming each differing field); changing policy is the explicit
+  ``poa policy apply --effective-epoch E``, which takes effect at the start of epoch ``E``
+  (later than any processed event's epoch, so no closed epoch is rewritten). Fields in
+  :data:`STRUCTURAL` shape the indexes or the epoch grid and are fixed for a store's life.
+- :class:`PolicySchedule` answers "which policy is in force in epoch e" for the core; a
+  replay of the same log under the same schedule is identical, a key rollout included
+  (events accepted under the old rule stay accepted).
+
+This module imports nothing of the project: everything may import it.
+"""
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MICRO_PER_TOKEN = 1_000_000
+
+
+class PolicyMismatch(RuntimeError):
+    """The configured policy is not the one the store runs under."""
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # --- fees: shares of each usage fee in basis points (sum 10_000)
+    share_contributors_bps: int = Field(7000, ge=0, le=10_000)
+    share_operator_bps: int = Field(2000, ge=0, le=10_000)
+    share_validators_bps: int = Field(500, ge=0, le=10_000)
+    share_protocol_bps: int = Field(500, ge=0, le=10_000)
+    treasury_account: str = "protocol:treasury"
+
+    # --- epochs and emissions
+    epoch_s: int = Field(86_400, gt=0)
+    emission_per_epoch_micro: int = Field(1_000 * MICRO_PER_TOKEN, ge=0, le=1 << 53)
+    emission_decay_bps: int = Field(100, ge=0, le=10_000)
+    emission_contributors_bps: int = Field(8000, ge=0, le=10_000)
+
+    # --- signatures: accounts with a key must sign (when required); the keys in force
+    require_signatures: bool = False
+    keys: dict[str, str] = {}
+
+    # --- attribution
+    span_min_tokens: int = Field(8, ge=2)
+    influence_mix: float = Field(0.3, ge=0.0, le=1.0)
+    inherit_defaults: dict[str, float] = {"pretrain": 0.0, "finetune": 0.5, "lora": 0.7,
+                                          "distill": 0.8, "merge": 1.0}
+
+    # --- near duplicates: estimated Jaccard of word k-gram shingles
+    neardup_threshold: float = Field(0.8, gt=0.0, lt=1.0)
+    minhash_num_perm: int = Field(128, ge=16)
+    minhash_seed: int = 1
+    shingle_k: int = Field(5, ge=1)
+
+    # --- spam heuristics (attribution/quality.py, velocity.py, clusters.py)
+    quality_min_tokens: float = 8.0
+    quality_min_tokens_stats: float = 16.0
+    quality_max_compression: float = 0.20
+    quality_max_repetition: float = 0.60
+    quality_min_entropy_norm: float = 0.50
+    quality_min_words_per_sentence: float = 6.5
+    quality_max_words_per_sentence: float = 35.0
+    quality_min_familiarity: float = 0.30
+    quality_min_reasons: int = 2
+    familiarity_bits: int = Field(22, ge=8, le=30)
+    familiarity_warm_bigrams: int = 1_000
+    velocity_window_s: float = 600.0
+    velocity_alpha: float = 0.1
+    velocity_prior_gap_s: float = 86_400.0
+    velocity_burst_flag_at: float = 3.0
+    farm_min_accounts: int = Field(4, ge=2)
+    farm_burst_s: float = 600.0
+    spam_prior: float = Field(0.05, gt=0.0, lt=1.0)  # P(good) the validator model gives to spam
+
+    # --- validator model (attribution/reliability.py) and statuses
+    ds_prior_good: float = 0.7
+    ds_prior_reliability: float = 0.8
+    ds_prior_strength: float = 4.0
+    ds_prior_votes: float = 25.0
+    ds_class_prior_strength: float = 10.0
+    ds_stake_ref: float = 1e6
+    ds_w_min: float = 0.25
+    ds_w_max: float = 1.0
+    ds_allow_inverted: bool = True
+    ds_retro: int = 32
+    ds_retro_window: int = 1024
+    status_accept_at: float = 0.8
+    status_reject_at: float = 0.2
+    default_stake: int = 1_000_000
+    epoch_sweep_passes: int = Field(1, ge=0)
+    suspect_min_accepts: int = 10
+    suspect_min_share: float = 0.35
+    suspect_min_lift: float = 2.0
+    suspect_min_votes: int = 20
+    suspect_max_reliability: float = 0.45
+
+    # --- event-time ordering
+    order_lateness_s: float = Field(3600.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Policy":
+        total = (self.share_contributors_bps + self.share_operator_bps
+                 + self.share_validators_bps + self.share_protocol_bps)
+        if total != 10_000:
+            raise ValueError(f"fee shares must sum to 10000 bps, got {total}; "
+                             "set POA_SHARE_*_BPS so that they do")
+        if not self.status_reject_at < self.status_accept_at:
+            raise ValueError("status_reject_at must be below status_accept_at")
+        return self
+
+    # ---- identity
+    def canonical(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.canonical().encode()).hexdigest()[:16]
+
+    def diff(self, other: "Policy") -> list[str]:
+        """``field: mine -> other`` for every field that differs (keys: by account)."""
+        a, b = self.model_dump(mode="json"), other.model_dump(mode="json")
+        out = []
+        for k in a:
+            if a[k] == b[k]:
+                continue
+            if k == "keys":
+                for acct in sorted(set(a[k]) | set(b[k])):
+                    if a[k].get(acct) != b[k].get(acct):
+                        out.append(f"keys[{acct}]: {_short(a[k].get(acct))} -> {_short(b[k].get(acct))}")
+            else:
+                out.append(f"{k}: {a[k]!r} -> {b[k]!r}")
+        return out
+
+    @property
+    def shares_bps(self) -> tuple[int, int, int, int]:
+        """(contributors, operator, validators, protocol) in basis points."""
+        return (self.share_contributors_bps, self.share_operator_bps,
+                self.share_validators_bps, self.share_protocol_bps)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Policy":
+        return cls.model_validate_json(text)
+
+
+# Fields that shape the indexes, the validator model's state or the epoch grid: fixed for
+# the life of a store (a change needs a new store and a full replay).
+STRUCTURAL = frozenset({
+    "epoch_s", "span_min_tokens", "neardup_threshold", "minhash_num_perm", "minhash_seed",
+    "shingle_k", "familiarity_bits", "ds_prior_good", "ds_prior_reliability", "ds_prior_strength",
+    "ds_prior_votes", "ds_class_prior_strength", "ds_stake_ref", "ds_w_min", "ds_w_max",
+    "ds_allow_inverted", "ds_retro", "ds_retro_window", "order_lateness_s",
+    "familiarity_warm_bigrams", "velocity_window_s", "velocity_alpha", "velocity_prior_gap_s",
+    "farm_min_accounts", "farm_burst_s",
+})
+
+
+def structural_changes(old: Policy, new: Policy) -> list[str]:
+    return [d for d in old.diff(new) if d.split(":")[0].split("[")[0] in STRUCTURAL]
+
+
+def _short(v) -> str:
+    return "none" if v is None else (v[:12] + "..." if isinstance(v, str) and len(v) > 15 else str(v))
+
+
+def read_keys_file(path: Path | None) -> dict[str, str]:
+    """account -> hex ed25519 public key from a JSON keys file (empty without one)."""
+    if path is None:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read the keys file {path}: {exc}") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                             for k, v in data.items()):
+        raise ValueError(f"the keys file {path} must hold a JSON object account -> hex key")
+    return dict(sorted(data.items()))
+
+
+class PolicySchedule:
+    """Policies by effective epoch: ``[(effective_epoch, policy), ...]`` in version order."""
+
+    def __init__(self, entries: list[tuple[int, Policy]]):
+        if not entries:
+            raise ValueError("a policy schedule needs at least one policy")
+        self.entries = sorted(entries, key=lambda e: e[0])
+        self._starts = [e for e, _ in self.entries]
+        base = self.entries[0][1]
+        for _, p in self.entries[1:]:
+            if changed := structural_changes(base, p):
+                raise ValueError("a store's structural policy cannot change: " + "; ".join(changed))
+
+    @classmethod
+    def single(cls, policy: Policy) -> "PolicySchedule":
+        return cls([(0, policy)])
+
+    @property
+    def base(self) -> Policy:
+        """The first policy: its structural fields hold for the store's life."""
+        return self.entries[0][1]
+
+    @property
+    def latest(self) -> Policy:
+        return self.entries[-1][1]
+
+    def at(self, epoch: int | None) -> Policy:
+        """The policy in force in ``epoch`` (None: the first)."""
+        if epoch is None:
+            return self.entries[0][1]
+        i = bisect.bisect_right(self._starts, epoch) - 1
+        return self.entries[max(0, i)][1]

@@ -1,0 +1,106 @@
+"""One writer per store: the lease refuses a second writer, fences a replaced one, and is
+free again after a clean release or after its TTL (both engines)."""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from sinks.base import SinkError
+from sinks.lease import Lease, LeaseLost, StoreLocked
+
+
+@pytest.fixture(params=["chdb", "http"])
+def engines(request, chdb_path, database):
+    """Two sinks on one store, as two writer processes would hold them."""
+    if request.param == "chdb":
+        from sinks.chdb_sink import ChdbSink
+        a, b = ChdbSink(chdb_path, database), ChdbSink(chdb_path, database)
+    else:
+        from sinks.http_sink import HttpSink
+        url = f"http://127.0.0.1:{request.getfixturevalue('ch_http').port}"
+        a, b = HttpSink(url, database=database), HttpSink(url, database=database)
+    a.ensure_schema()
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_second_writer_is_refused_with_a_clear_message(engines):
+    a, b = engines
+    first = Lease(a, ttl_s=30, owner="worker-a", settle_s=0)
+    assert first.acquire() == 1
+    with pytest.raises(StoreLocked) as info:
+        Lease(b, ttl_s=30, owner="worker-b", settle_s=0).acquire()
+    assert "held by writer worker-a" in str(info.value) and "generation 1" in str(info.value)
+    first.check()  # still the holder
+
+
+def test_clean_release_frees_the_store_at_once(engines):
+    a, b = engines
+    first = Lease(a, ttl_s=30, owner="worker-a", settle_s=0)
+    first.acquire()
+    first.release()
+    assert Lease(b, ttl_s=30, owner="worker-b", settle_s=0).acquire() == 2
+
+
+def test_a_silent_writer_is_replaced_after_the_ttl_and_then_fenced(engines):
+    a, b = engines
+    old = Lease(a, ttl_s=1.0, owner="worker-a", settle_s=0)
+    old.acquire()
+    time.sleep(1.3)  # worker-a paused (SIGSTOP, GC, cut off) and did not renew
+    new = Lease(b, ttl_s=1.0, owner="worker-b", settle_s=0)
+    assert new.acquire() == 2
+    with pytest.raises(LeaseLost, match="now held by worker-b"):
+        old.check()
+    rows = {"events": [{"seq": 1, "event_id": "e", "type": "usage", "topic": "t",
+                        "ts": datetime.now(timezone.utc),
+                        "status": "ok", "payload": "{}"}]}
+    with pytest.raises(LeaseLost):
+        a.write(rows)  # the fenced writer cannot write a batch
+    assert a.scalar(f"SELECT count() FROM {a.database}.events") == 0
+    b.write(rows)
+    assert b.scalar(f"SELECT count() FROM {b.database}.events") == 1
+
+
+def test_racing_writers_agree_on_one_winner(engines):
+    a, b = engines
+    la = Lease(a, ttl_s=30, owner="worker-a", settle_s=0)
+    lb = Lease(b, ttl_s=30, owner="worker-b", settle_s=0)
+    # both read "no holder" and both record generation 1: the store's order decides
+    la._insert(1, 0)
+    lb._insert(1, 0)
+    la.generation, lb.generation = 1, 1
+    outcomes = []
+    for lease in (la, lb):
+        try:
+            lease._verify()
+            outcomes.append(lease.owner)
+        except LeaseLost:
+            pass
+    assert outcomes == ["worker-a"]
+
+
+def test_an_unreachable_store_is_a_retryable_lease_error(engines):
+    a, _ = engines
+    lease = Lease(a, ttl_s=30, owner="worker-a", settle_s=0)
+    lease.acquire()
+
+    def down(sql):
+        raise ConnectionRefusedError("store down")
+    a.query = down
+    with pytest.raises(SinkError):
+        lease.check()
+
+
+def test_the_same_worker_restarted_after_a_crash_takes_over_at_once(engines):
+    a, b = engines
+    dead = Lease(a, ttl_s=30, identity="worker:poa/worker-0@host", settle_s=0)
+    dead.acquire()  # then SIGKILL: no release
+    with pytest.raises(StoreLocked):
+        Lease(b, ttl_s=30, identity="worker:poa/worker-1@host", settle_s=0).acquire()
+    again = Lease(b, ttl_s=30, identity="worker:poa/worker-0@host", settle_s=0)
+    assert again.acquire() == 2
+    with pytest.raises(LeaseLost):
+        dead.check()  # had the old process survived, it is fenced
