@@ -163,9 +163,18 @@ def _push2(a, b, k, x, y):
 
 @nb.njit(cache=True, nogil=True)
 def find_spans(q, n, corpus, bstart, bpos, bfp, bbits, mhead, mnext, mfp, mbits,
-               main_end, doc_start, ndocs, doc_ids, allowed):
+               main_end, doc_start, ndocs, doc_ids, allowed, max_occ, budget):
     """Every maximal match (out_start, length, doc_id) of length >= n of ``q`` in an
-    allowed document; sorted by (out_start, doc_id, length), unique.
+    allowed document; sorted by (out_start, doc_id, length), unique; and the work done.
+
+    Bounded: at most ``max_occ`` corpus occurrences are followed per output position (the
+    first ones in index order: main index, then memtable; candidates are then at most
+    len(q) * max_occ, 16 bytes each), and verification stops once ``budget`` token
+    comparisons are spent (later candidates are dropped, plus at most one extension past
+    it), so a repetitive output against a repetitive corpus costs
+    O(len(q) * max_occ + budget + len(q)), not O(occurrences x length). Both caps are
+    deterministic; a capped position or an exhausted budget may miss matches. ``work``
+    counts bucket probes, chain steps and comparisons.
 
     Written as passes over all output positions (bucket bounds, fingerprints, positions,
     chains, verification), each pass of independent loads, so that the cache misses
@@ -187,20 +196,30 @@ def find_spans(q, n, corpus, bstart, bpos, bfp, bbits, mhead, mnext, mfp, mbits,
     cs = np.empty(M + 16, dtype=np.int64)  # candidates: output position, corpus position
     cg = np.empty(M + 16, dtype=np.int64)
     k = 0
+    occ = np.zeros(M, dtype=np.int64)
+    work = 0
     for s in range(M):
         fp = np.uint8(hs[s] & np.uint64(0xFF))
         for e in range(e0[s], e1[s]):
+            work += 1
             if bfp[e] == fp:
                 cs, cg, k = _push2(cs, cg, k, s, e)
+                occ[s] += 1
+                if occ[s] >= max_occ:
+                    break
     for c in range(k):
         cg[c] = bpos[cg[c]]
     active = np.flatnonzero(gm)
     while active.shape[0] > 0:
         w = 0
         for a in active:
+            if occ[a] >= max_occ:
+                continue
             i = gm[a] - main_end
+            work += 1
             if mfp[i] == np.uint8(hs[a] & np.uint64(0xFF)):
                 cs, cg, k = _push2(cs, cg, k, a, gm[a])
+                occ[a] += 1
             gm[a] = mnext[i]
             if gm[a] != 0:
                 active[w] = a
@@ -210,12 +229,18 @@ def find_spans(q, n, corpus, bstart, bpos, bfp, bbits, mhead, mnext, mfp, mbits,
     rl = np.empty(k, dtype=np.int64)
     rd = np.empty(k, dtype=np.int64)
     r = 0
+    verify = 0
     for c in range(k):
+        if verify > budget:
+            break
         L, d = _hit(q, cs[c], n, cg[c], corpus, doc_start, ndocs, doc_ids, allowed)
+        verify += n + L
+        work += n + L
         if L > 0:
             rs[r], rl[r], rd[r] = cs[c], L, d
             r += 1
-    return sort_unique(rs[:r], rl[:r], rd[:r])
+    s_, l_, d_ = sort_unique(rs[:r], rl[:r], rd[:r])
+    return s_, l_, d_, work
 
 
 @nb.njit(cache=True, nogil=True)

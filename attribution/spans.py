@@ -45,6 +45,7 @@ import numpy as np
 from attribution import span_kernels as K
 
 MEM_MIN = 1 << 16
+UNBOUNDED = 1 << 62  # no cap on the work of one query (the core passes the policy's caps)
 MEM_RATIO = 0.25
 
 
@@ -72,6 +73,7 @@ class SpanIndex:
         self.mem_min, self.mem_ratio = mem_min, mem_ratio
         self.n_docs = 0
         self.n_tokens = 0
+        self.last_work = 0  # work of the last query (span_kernels.find_spans)
         self._len = 1  # corpus length; corpus[0] = SEP
         self._vkeys = np.zeros(1024, dtype=np.uint64)
         self._vvals = np.zeros(1024, dtype=np.uint32)
@@ -143,24 +145,30 @@ class SpanIndex:
         self._rebuild(0)
 
     # ------------------------------------------------------------------ query
-    def find_spans(self, tokens: np.ndarray, allowed_mask: np.ndarray):
+    def find_spans(self, tokens: np.ndarray, allowed_mask: np.ndarray,
+                   max_occurrences: int = UNBOUNDED, work_budget: int = UNBOUNDED):
         """Every maximal match of length >= min_tokens in an allowed document.
 
         ``allowed_mask[doc_id]`` (bool; ids past its end are not allowed). Returns int64
         arrays (out_start, length, doc_id) sorted by (out_start, doc_id, length).
+        ``max_occurrences`` / ``work_budget`` bound the work (span_kernels.find_spans); the
+        work done is left in :attr:`last_work`.
         """
         q = K.vocab_ids(self._vkeys, self._vvals, np.ascontiguousarray(tokens, dtype=np.uint64))
         mask = np.ascontiguousarray(allowed_mask, dtype=np.bool_)
-        return K.find_spans(q, self.n, self._corpus, self._bstart, self._bpos, self._bfp,
-                            self._bbits, self._mhead, self._mnext, self._mfp, self._mbits,
-                            self._main_end, self._doc_start, self.n_docs, self._doc_ids, mask)
+        s, L, d, self.last_work = K.find_spans(
+            q, self.n, self._corpus, self._bstart, self._bpos, self._bfp, self._bbits,
+            self._mhead, self._mnext, self._mfp, self._mbits, self._main_end, self._doc_start,
+            self.n_docs, self._doc_ids, mask, max_occurrences, work_budget)
+        return s, L, d
 
-    def attribute(self, tokens: np.ndarray, allowed_mask: np.ndarray):
+    def attribute(self, tokens: np.ndarray, allowed_mask: np.ndarray,
+                  max_occurrences: int = UNBOUNDED, work_budget: int = UNBOUNDED):
         """(doc_ids int64 sorted, weights float64 summing to 1, matched_tokens int).
 
         Empty arrays and 0 when nothing matched. Formula in the module docstring.
         """
-        s, L, d = self.find_spans(tokens, allowed_mask)
+        s, L, d = self.find_spans(tokens, allowed_mask, max_occurrences, work_budget)
         docs, w, matched = K.attribute_matches(len(tokens), s, L, d, float(self.n_docs))
         return docs, w, int(matched)
 

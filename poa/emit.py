@@ -20,6 +20,7 @@ event to its topic with its partition key), and return the event dict.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Iterable, Mapping
@@ -100,10 +101,22 @@ def _datanets(datanets) -> list[dict] | None:
     return [{"datanet": d, "weight": 1.0} if isinstance(d, str) else d for d in datanets]
 
 
+def usage_event_id(model_id: str, request_id: str) -> str:
+    """The event id of a usage report, derived from what identifies the inference: a retry of
+    the same report is the same event (the worker ignores it, or dead-letters it as a
+    conflict if its content changed; ``request_id`` is billed once either way)."""
+    h = hashlib.blake2b(f"{model_id}\0{request_id}".encode(), digest_size=16).hexdigest()
+    return f"u-{h}"
+
+
 def usage_event(*, model_id: str, fee: int, output: str, request_id: str | None = None,
                 influence: Iterable | Mapping | str | None = None, **common) -> dict:
     """A paid inference: ``fee`` in micro-units; ``influence`` as ``{cid: score}``, a list of
-    ``{contribution_id, score}`` or ``"c1=0.5,c2=0.2"``; ``request_id`` defaults to a uuid4."""
+    ``{contribution_id, score}`` or ``"c1=0.5,c2=0.2"``; ``request_id`` defaults to a uuid4.
+    Given a ``request_id`` (and no ``event_id``), the event id is derived from it
+    (:func:`usage_event_id`): a retry does not become a second report."""
+    if request_id and common.get("event_id") is None:
+        common["event_id"] = usage_event_id(model_id, request_id)
     return build_event("usage", {"model_id": model_id, "fee": fee, "output": output,
                                  "request_id": request_id or str(uuid.uuid4()),
                                  "influence": _influence(influence)}, **common)

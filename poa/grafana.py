@@ -102,7 +102,7 @@ def _attributed_share_sql(col: str) -> str:
     return f"""
             SELECT a.{col} AS {col},
                    round(sum(a.weight), 3) AS attributed_requests,
-                   round(sum(a.weight * u.fee) / 1e6, 6) AS attributed_fee_tokens,
+                   round(sum(a.weight * toFloat64(u.fee)) / 1e6, 6) AS attributed_fee_tokens,
                    round(sum(a.weight) / sum(sum(a.weight)) OVER (), 4) AS share
             FROM attributions AS a
             INNER JOIN usage AS u ON a.event_id = u.event_id

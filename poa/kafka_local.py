@@ -197,6 +197,16 @@ class LocalKafka:
         return True
 
 
+def topic_config(name: str) -> dict[str, str]:
+    """Input topics stamp records with the broker's clock (LogAppendTime): the worker bounds
+    an event's time by its record's timestamp, which a producer then cannot forge."""
+    from streams import topics
+    cfg = {"max.message.bytes": str(4 << 20)}
+    if name in topics.INPUT_TOPICS:
+        cfg["message.timestamp.type"] = "LogAppendTime"
+    return cfg
+
+
 def ensure_topics(bootstrap: str, partitions: int, topic_names=ALL_TOPICS, **client_kwargs) -> list[str]:
     """Create the PoA topics with explicit partition counts; returns those newly created."""
     from kafka import KafkaAdminClient
@@ -206,8 +216,7 @@ def ensure_topics(bootstrap: str, partitions: int, topic_names=ALL_TOPICS, **cli
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs)
     try:
         existing = set(admin.list_topics())
-        new = [NewTopic(t, partitions_for(t, partitions), 1,
-                        topic_configs={"max.message.bytes": str(4 << 20)})
+        new = [NewTopic(t, partitions_for(t, partitions), 1, topic_configs=topic_config(t))
                for t in topic_names if t not in existing]
         if new:
             try:

@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     order_lateness_s: float = 3600.0  # event time an event may arrive behind later ones and still be ordered
     worker_status_file: Path | None = None  # default: <home>/worker-status.json
     outbox_max_messages: int = 20_000  # output messages per Kafka transaction (streams/outbox.py)
+    inbox_prune_interval_s: float = 600.0  # the worker deletes processed events from `inbox`
 
     # --- ClickHouse
     store_engine: str = "chdb"  # chdb | http

@@ -46,6 +46,7 @@ import faust
 from faust.types import TP
 
 from poa.settings import Settings
+from processors import failpoints
 from processors.core import Core, Result
 from processors.replay import restore
 from sinks import open_sink
@@ -99,15 +100,19 @@ class Pipeline:
     def restore(self) -> int:
         """Schema, the writer lease (refuses while another writer holds the store), then the
         core rebuilt from the store's log."""
-        self.sink.ensure_schema()
+        sink, warn = self.sink, log.warning
+        sink.retrying(sink.ensure_schema, "creating the schema", log=warn)
         identity = (f"worker:{self.s.worker_id}/{self.s.worker_instance_id}@{socket.gethostname()}"
                     if self.s.worker_instance_id else None)  # static membership: a stable writer
-        Lease(self.sink, ttl_s=self.s.store_lease_ttl_s, identity=identity).acquire()
+        lease = Lease(sink, ttl_s=self.s.store_lease_ttl_s, identity=identity)
+        sink.retrying(lease.acquire, "taking the writer lease", log=warn)  # same owner: idempotent
         try:
-            self.core = Core(self.s, open_schedule(self.sink, self.s.policy()))
-            return restore(self.core, self.sink)
+            def rebuild() -> int:
+                self.core = Core(self.s, open_schedule(sink, self.s.policy()))
+                return restore(self.core, sink)
+            return sink.retrying(rebuild, "rebuilding the core from the store", log=warn)
         except BaseException:
-            self.sink.lease.release()
+            lease.release()
             raise
 
     async def heartbeat(self) -> None:
@@ -265,7 +270,10 @@ class Pipeline:
             raw = e.value if isinstance(e.value, bytes) else bytes(e.value or b"")
             before = len(self.core._inbox_new)
             try:
-                res.extend(self.core.process(topic, raw, msg.partition, self._caught_up(msg)))
+                record_ts = (datetime.fromtimestamp(msg.timestamp, timezone.utc)
+                             if msg.timestamp else None)  # bounds the event's time
+                res.extend(self.core.process(topic, raw, msg.partition, self._caught_up(msg),
+                                             record_ts=record_ts))
             except Exception as exc:  # a bug must not lose the message: dead-letter it
                 log.exception("internal error on %s[%d]@%d", topic, msg.partition, msg.offset)
                 res.extend(self.core.internal_error(topic, raw, exc))
@@ -324,6 +332,7 @@ class Pipeline:
 
     async def _commit(self, res: Result) -> None:
         res.rows["inbox"] = self.core.inbox_rows()
+        failpoints.corrupt(res.rows)  # tests only (processors/failpoints.py)
         await self.write(res)
         if res.rows.get("events"):  # stored: a rebuild after a handler error reads them back
             self.core.written(max(r["seq"] for r in res.rows["events"]))
@@ -442,6 +451,16 @@ def build_app(settings: Settings, sink: Sink | None = None) -> tuple[faust.App, 
     @app.timer(interval=max(0.5, settings.store_lease_ttl_s / 4))
     async def lease_heartbeat() -> None:
         await pipe.heartbeat()
+
+    @app.timer(interval=settings.inbox_prune_interval_s)
+    async def prune_inbox() -> None:  # processed events leave the inbox (not only at start)
+        async with pipe.lock:
+            try:
+                n = await asyncio.to_thread(pipe.sink.prune_inbox)
+                if n:
+                    log.info("pruned %d processed events from the inbox", n)
+            except Exception as exc:  # housekeeping: retried at the next tick
+                log.warning("inbox pruning failed: %s", exc)
 
     @app.task
     async def recover_output() -> None:  # stored rows a crash left unpublished go out at start

@@ -45,6 +45,7 @@ from processors.state import ContributionState, Result, Stats, encode
 from processors.handlers_contributions import ContributionHandlers
 from processors.handlers_usage import UsageHandlers
 from processors.handlers_validations import ValidationHandlers
+from processors.intake import IntakeChecks, digest
 from processors.messages import deadletter_message, reward_message
 from processors.order import Watermarks, order_key
 from processors.spam import SpamGuard
@@ -55,12 +56,14 @@ from streams.events import Contribution, EventError, Model, Usage, Validation, d
 
 EPOCH0 = datetime(1970, 1, 1, tzinfo=timezone.utc)
 QUARANTINE_PREFIX = "quarantine:"
+_KEY_PREFIXES = ("invalid", "error", "conflict", "refused", "quarantine")  # log keys, not event ids
+MAX_STORED_INVALID_BYTES = 64 << 10  # an invalid message's payload kept in `events`
 MAX_CONSECUTIVE_QUARANTINES = 20  # more failures in a row: a bug in the core, not in events
 log = logging.getLogger("poa.core")
-MAX_DEADLETTER_PAYLOAD = 1 << 20
+MAX_DEADLETTER_PAYLOAD = 64 << 10  # bytes of a dead letter's payload kept in the table
 
 
-class Core(ContributionHandlers, ValidationHandlers, UsageHandlers):
+class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers):
     """Stateful processing core. State lives in memory and is rebuilt from the event log.
 
     The per-type handlers live in processors/handlers_*.py (mixins over this state)."""
@@ -79,6 +82,10 @@ class Core(ContributionHandlers, ValidationHandlers, UsageHandlers):
         self.restored_seq = 0  # seq of the last event rebuilt from the store's log
         self.last_ts = EPOCH0
         self.seen: set[str] = set()
+        self.digests: dict[str, int] = {}  # event id -> digest of its canonical payload
+        self.requests: dict[str, str] = {}  # request id -> event id that reported it
+        self._waiting_models: dict[str, str] = {}  # waiting model id -> the base it waits for
+        self._wait_heap: list[tuple[datetime, str]] = []  # (ts, event id) of waiting events
         self.contribs: dict[str, ContributionState] = {}
         self.by_idx: list[ContributionState] = []
         self.by_hash: dict[str, str] = {}
@@ -106,7 +113,8 @@ class Core(ContributionHandlers, ValidationHandlers, UsageHandlers):
         self._inbox_new: list[str] = []
         self.released_key: tuple | None = None
         self.max_seen_ts: datetime | None = None
-        self.marks = Watermarks()
+        self.marks = Watermarks(self.schedule.base.order_stall_messages,
+                                self.schedule.base.order_lateness_s)
         self.book = EpochBook(self.schedule)
 
     @property
@@ -121,44 +129,71 @@ class Core(ContributionHandlers, ValidationHandlers, UsageHandlers):
         return reg
 
     # ------------------------------------------------------------------ entry
-    def process(self, topic: str, raw: bytes, partition: int = 0, caught_up: bool = False) -> Result:
+    def process(self, topic: str, raw: bytes, partition: int = 0, caught_up: bool = False,
+                record_ts: datetime | None = None) -> Result:
         """Take one raw message from ``topic``: dead-letter it, or buffer it for release.
 
         Valid events are processed by :meth:`release` in event-time order
         (:func:`processors.order.order_key`); ``partition`` and ``caught_up`` (this was
-        the partition's last available message) feed :attr:`marks`, the watermarks.
+        the partition's last available message) feed :attr:`marks`, the watermarks, where
+        only a new event counts as progress. ``record_ts``: the Kafka record's timestamp
+        (the worker), which bounds the event's time (processors/intake.py); without it (a
+        replay) the stream's own event time does. A known ``event_id`` with the same
+        payload is a re-delivery (nothing happens); with another payload, a conflict
+        (dead-lettered). Refused events are dead-lettered without marking their id seen.
         """
-        res = Result()
-        ts = None
+        res, source = Result(), (topic, partition)
         try:
             ev = decode_event(raw)
-            ts = ev.ts
             if topics.TOPIC_OF_TYPE[ev.type] != topic and topic in topics.INPUT_TOPICS:
                 raise EventError(f"event type {ev.type!r} does not belong on topic {topic}; "
                                  f"produce it to {topics.TOPIC_OF_TYPE[ev.type]}", ev.event_id)
+            self._check_time(ev, record_ts)
         except EventError as err:
+            self.marks.observe(source, None, caught_up)
             key = "invalid:" + hashlib.blake2b(topic.encode() + b"\0" + raw, digest_size=12).hexdigest()
-            if key in self.seen:
+            self._refuse(res, key, err.event_id or key, topic, err.reason, raw, "invalid")
+            return res
+        payload = encode(ev)
+        d = digest(payload)
+        known = self.digests.get(ev.event_id)
+        if known is not None or ev.event_id in self.seen:
+            same = known is None or known == d
+            self.marks.observe(source, ev.ts if same else None, caught_up, progress=False)
+            if same:
                 self.stats.redelivered += 1
-                return res
-            self._log(res, key, "invalid", topic, self.last_ts, raw, "invalid")
-            self._deadletter(res, err.event_id or key, topic, err.reason, raw)
+            else:
+                self._refuse(res, f"conflict:{d:016x}", ev.event_id, topic,
+                             f"conflict: event id {ev.event_id!r} was already used for a different "
+                             "event; the first one stands (a retry must resend the same event)",
+                             payload, "conflict")
             return res
-        finally:
-            self.marks.observe((topic, partition), ts, caught_up)
-        if ev.event_id in self.seen:
-            self.stats.redelivered += 1
+        if reason := self._intake_reason(ev):
+            self.marks.observe(source, None, caught_up)
+            self._refuse(res, f"refused:{d:016x}", ev.event_id, topic, reason, payload, "rejected")
             return res
+        self.marks.observe(source, ev.ts, caught_up)
+        self.digests[ev.event_id] = d
         self._buffer(topic, ev)
         self._inbox_new.append(ev.event_id)
         return res
+
+    def _refuse(self, res: Result, key: str, event_id: str, topic: str, reason: str,
+                payload: bytes, status: str) -> None:
+        """Log and dead-letter a message under ``key`` (once: a re-delivery is ignored)."""
+        if key in self.seen:
+            self.stats.redelivered += 1
+            return
+        self.stats.rejected += status != "invalid"
+        self._log(res, key, "invalid", topic, self.last_ts, _stored(payload), status)
+        self._deadletter(res, event_id, topic, reason, payload)
 
     def internal_error(self, topic: str, raw: bytes, exc: Exception) -> Result:
         """Dead-letter a message whose processing raised (a bug), keeping its payload."""
         res = Result()
         key = "error:" + hashlib.blake2b(topic.encode() + b"\0" + raw, digest_size=12).hexdigest()
         if key not in self.seen:
-            self._log(res, key, "invalid", topic, self.last_ts, raw, "error")
+            self._log(res, key, "invalid", topic, self.last_ts, _stored(raw), "error")
             self._deadletter(res, key, topic, f"internal error: {type(exc).__name__}: {exc}", raw)
         return res
 
@@ -225,6 +260,9 @@ class Core(ContributionHandlers, ValidationHandlers, UsageHandlers):
         for k, items in list(self.waiting.items()):
             kept = [(t, e) for t, e in items if e.event_id != event_id]
             if len(kept) != len(items):
+                for _, e in items:
+                    if e.event_id == event_id and isinstance(e, Model):
+                        self._waiting_models.pop(e.model_id, None)
                 self.stats.waiting -= len(items) - len(kept)
                 if kept:
                     self.waiting[k] = kept
@@ -258,8 +296,8 @@ class Core(ContributionHandlers, ValidationHandlers, UsageHandlers):
             raise RuntimeError(f"rebuilding the core after a handler error reached seq {fresh.seq}, "
                                f"not {seq}: the log and the core disagree")
         keep = {k: getattr(self, k) for k in ("buffer", "buffered", "_inbox_new", "marks",
-                                               "max_seen_ts", "seen", "stats", "_unwritten",
-                                               "_storm")}
+                                               "max_seen_ts", "seen", "digests", "stats",
+                                               "_unwritten", "_storm")}
         waiting = sum(len(v) for v in fresh.waiting.values())
         self.__dict__.update(fresh.__dict__)
         self.__dict__.update(keep)
@@ -286,9 +324,17 @@ class Core(ContributionHandlers, ValidationHandlers, UsageHandlers):
         return rows
 
     def _accept(self, res: Result, topic: str, ev) -> None:
+        if reason := self._admit_reason(ev):  # refused before any state changes
+            self.stats.rejected += 1
+            self._log(res, ev.event_id, "invalid", topic, ev.ts, encode(ev), "rejected")
+            self._deadletter(res, ev.event_id, topic, reason, encode(ev))
+            return
         self.last_ts = max(self.last_ts, ev.ts)
+        if self.max_seen_ts is None or ev.ts > self.max_seen_ts:
+            self.max_seen_ts = ev.ts
         missing = self._missing(ev)
         self._log(res, ev.event_id, ev.type, topic, ev.ts, encode(ev), "waiting" if missing else "ok")
+        self._register_admitted(ev, missing)
         emissions, closed = self.book.advance(ev.ts, self.seq, self._validator_emission_weight)
         if closed:
             self._flag_validators(res, ev)
@@ -302,6 +348,7 @@ class Core(ContributionHandlers, ValidationHandlers, UsageHandlers):
             self._apply(res, topic, ev)
         if closed:
             self._refresh_statuses(res, ev)
+        self._expire_waiting(res, ev.ts)
 
     def replay_log(self, rows) -> int:
         """Rebuild state from ``events`` rows (seq, event_id, type, topic, ts, payload) in seq order."""
@@ -317,14 +364,18 @@ class Core(ContributionHandlers, ValidationHandlers, UsageHandlers):
             if etype == "invalid":
                 self.seq = seq
                 self.seen.add(event_id)
+                if ":" not in event_id or not event_id.split(":", 1)[0] in _KEY_PREFIXES:
+                    self.digests[event_id] = digest(_bytes(payload))  # an event refused at release
                 if event_id.startswith(QUARANTINE_PREFIX):  # its id stays seen: a re-delivery
                     self.seen.add(event_id[len(QUARANTINE_PREFIX):])  # changes nothing
+                    self.digests[event_id[len(QUARANTINE_PREFIX):]] = digest(_bytes(payload))
                     self._drop_waiting(event_id[len(QUARANTINE_PREFIX):])
                 self.stats.deadlettered += 1
                 self.stats.processed += 1
             else:
-                ev = decode_event(payload if isinstance(payload, bytes) else payload.encode())
+                ev = decode_event(_bytes(payload))
                 self.seen.add(ev.event_id)
+                self.digests[ev.event_id] = digest(_bytes(payload))
                 self.released_key = order_key(ev) if self.released_key is None else max(order_key(ev), self.released_key)
                 self._accept(Result(), topic, ev)
                 if self.seq != seq:
@@ -338,7 +389,9 @@ class Core(ContributionHandlers, ValidationHandlers, UsageHandlers):
         n = 0
         for event_id, topic, payload in rows:
             if event_id not in self.seen:
-                self._buffer(topic, decode_event(payload.encode() if isinstance(payload, str) else payload))
+                ev = decode_event(_bytes(payload))
+                self.digests[ev.event_id] = digest(encode(ev))
+                self._buffer(topic, ev)
                 n += 1
         return n
 
@@ -383,26 +436,21 @@ class Core(ContributionHandlers, ValidationHandlers, UsageHandlers):
             if missing:
                 self.waiting.setdefault(missing, []).append((topic, ev))
                 self.stats.waiting += 1
+                if isinstance(ev, Model):
+                    self._waiting_models[ev.model_id] = missing.split(":", 1)[1]
             else:
+                if isinstance(ev, Model):
+                    self._waiting_models.pop(ev.model_id, None)
                 self._apply(res, topic, ev)
 
     def _validator_emission_weight(self, validator: str) -> float:
         return self._fee_weight(validator)
 
-    def _acting_account(self, ev) -> str:
-        if isinstance(ev, Contribution):
-            return ev.contributor
-        if isinstance(ev, Validation):
-            return ev.validator
-        if isinstance(ev, Model):
-            return ev.operator
-        return self.models[ev.model_id].operator
-
     def _apply(self, res: Result, topic: str, ev) -> None:
         outer, self._applying = self._applying, (topic, ev)
         P = self.P
         if P.require_signatures:
-            reason = self.keys_for(P).check(ev, self._acting_account(ev))
+            reason = self.keys_for(P).check(ev, self._static_actor(ev))  # the model is known now
             if reason:
                 self._deadletter(res, ev.event_id, topic, reason, encode(ev))
                 self._applying = outer
@@ -426,3 +474,15 @@ class Core(ContributionHandlers, ValidationHandlers, UsageHandlers):
             key = (row["source"], row["role"])
             self.stats.credits_micro[key] = self.stats.credits_micro.get(key, 0) + row["amount"]
             res.messages.append(reward_message(row))
+
+
+def _bytes(payload) -> bytes:
+    return payload if isinstance(payload, bytes) else payload.encode("utf-8", "surrogatepass")
+
+
+def _stored(payload: bytes) -> bytes:
+    """What ``events`` keeps of a refused message: at most MAX_STORED_INVALID_BYTES, the
+    truncation stated (the raw message is up to 3 MiB; nothing replays it)."""
+    if len(payload) <= MAX_STORED_INVALID_BYTES:
+        return payload
+    return payload[:MAX_STORED_INVALID_BYTES] + f"... [truncated: {len(payload)} bytes in all]".encode()

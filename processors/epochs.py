@@ -5,8 +5,9 @@ in event-time order (processors/order.py), so an epoch *closes* when the first e
 later epoch is processed; the last epoch stays open until time passes it.
 
 Budget of epoch ``e``: ``emission_per_epoch_micro * (1 - emission_decay_bps / 10_000) ** k``
-(rounded down to whole micro-units), ``k`` = epochs since the first one seen, plus what
-the previous epoch carried over. At close it is split in two pools by
+(rounded down to whole micro-units), ``k`` = epochs since the policy's genesis (never
+the first event seen: an event cannot move the schedule), plus what the previous epoch
+carried over. At close it is split in two pools by
 ``emission_contributors_bps`` / the rest: contributors by their attribution evidence in
 the epoch (the sum of their attribution weights over the epoch's usage events, so each
 inference is one unit of evidence shared like the fee), validators by their validation
@@ -43,7 +44,7 @@ class EpochBook:
         self.schedule = schedule
         self.epoch_s = schedule.base.epoch_s
         self.open: int | None = None
-        self.first: int | None = None
+        self.first = schedule.base.genesis_epoch  # the emission schedule's start (policy)
         self.carry = 0
         self.entries: list[dict] = []
         self.contrib: dict[str, float] = {}
@@ -58,7 +59,7 @@ class EpochBook:
 
     def budget(self, epoch: int) -> int:
         p = self.schedule.at(epoch)
-        k = epoch - (self.first if self.first is not None else epoch)
+        k = max(0, epoch - self.first)
         return int(p.emission_per_epoch_micro * ((10_000 - p.emission_decay_bps) / 10_000) ** k)
 
     def add_contributor_evidence(self, account: str, weight: float) -> None:
@@ -75,7 +76,7 @@ class EpochBook:
         ``validator_weight(account)`` scales a validator's votes at close (reliability)."""
         e = self.epoch_of(ts)
         if self.open is None:
-            self.open = self.first = e
+            self.open = e
             return [], []
         ledger, epochs = [], []
         while self.open < e:

@@ -1,9 +1,10 @@
 """Failpoints: make a handler raise on chosen events, to test the core's error boundary.
 
-``POA_FAILPOINTS`` (read once at import) is a comma-separated list of ``site:event_id``;
-the only site is ``apply`` (raised after the handler of that event has run, so its state
-changes must be undone). Empty by default: production never sets it. Tests may also
-add entries to :data:`ACTIVE` directly.
+``POA_FAILPOINTS`` (read once at import) is a comma-separated list of ``site:name``:
+``apply:<event_id>`` raises after the handler of that event has run (so its state changes
+must be undone); ``corrupt:<table>`` makes the worker's next batch carry an impossible value
+in that table's first row (its first integer column set to -1), as a bug would. Empty by
+default: production never sets it. Tests may also add entries to :data:`ACTIVE` directly.
 """
 from __future__ import annotations
 
@@ -23,3 +24,14 @@ ACTIVE: set[tuple[str, str]] = {
 def hit(site: str, ev) -> None:
     if ACTIVE and (site, ev.event_id) in ACTIVE:
         raise FailpointError(f"failpoint {site}:{ev.event_id}")
+
+
+def corrupt(rows: dict[str, list[dict]]) -> None:
+    """Apply ``corrupt:<table>`` failpoints to a batch's rows (see the module doc)."""
+    if not ACTIVE:
+        return
+    for site, table in ACTIVE:
+        if site == "corrupt" and rows.get(table):
+            row = rows[table][0]
+            col = next(c for c, v in row.items() if isinstance(v, int) and not isinstance(v, bool))
+            row[col] = -1

@@ -61,7 +61,9 @@ class UsageHandlers:
         all_ids = sorted({i for ids in per_node.values() for i in ids})
         if not all_ids:
             return {}, {}, 0
-        docs, credit, matched = self.index.attribute(toks, allowed_mask_from(all_ids, len(self.by_idx)))
+        P = self.P
+        docs, credit, matched = self.index.attribute(toks, allowed_mask_from(all_ids, len(self.by_idx)),
+                                                     P.span_max_occurrences, P.span_work_budget)
         span = dict(zip(docs.tolist(), credit.tolist()))
         weights: dict[tuple[int, str], float] = {}
         evidence: dict[str, str] = {}
@@ -93,12 +95,13 @@ class UsageHandlers:
             if isum > 0:
                 mix = self.P.influence_mix if any(e == "span" for e in evidence.values()) else 1.0
                 doc_total: dict[int, float] = {}
+                vias_of: dict[int, list] = {}  # one pass: linear in weights + influence entries
                 for (i, m), w in weights.items():
                     doc_total[i] = doc_total.get(i, 0.0) + w
+                    vias_of.setdefault(i, []).append(((i, m), w))
                 new = {k: (1 - mix) * w for k, w in weights.items()}
                 for i, sc in infl.items():  # influence flows through the doc's via-models pro rata
-                    vias = [(k, w) for k, w in weights.items() if k[0] == i]
-                    for k, w in vias:
+                    for k, w in vias_of[i]:
                         new[k] += mix * sc / isum * w / doc_total[i]
                 weights = {k: w for k, w in new.items() if w > 0}
                 evidence = {m: (e + "+influence" if mix < 1.0 else "influence") for m, e in evidence.items()}

@@ -16,7 +16,7 @@ already released is *late* and is processed at once, in arrival order.
 """
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 TYPE_RANK = {"contribution": 0, "model": 1, "validation": 2, "usage": 3}
 Source = tuple[str, int]
@@ -27,19 +27,39 @@ def order_key(ev) -> tuple:
 
 
 class Watermarks:
-    def __init__(self) -> None:
+    """Per source: the latest event time it delivered, whether it is caught up, and how many
+    messages in a row brought no new event (re-deliveries, dead letters). A re-delivery still
+    tells where the source is in event time (after a crash a partition re-delivers what it
+    had), but it is not progress: a source that delivered ``stall_messages`` messages in a
+    row without a new event *and* whose latest event time trails the newest of any source by
+    more than ``lateness_s`` no longer holds the watermark, until it makes progress again. So
+    a partition that only repeats a stale event cannot hold back the others."""
+
+    def __init__(self, stall_messages: int = 1000, lateness_s: float = 3600.0) -> None:
         self.max_ts: dict[Source, datetime] = {}
         self.caught_up: dict[Source, bool] = {}
+        self.idle: dict[Source, int] = {}
+        self.stall_messages = stall_messages
+        self.lateness = timedelta(seconds=lateness_s)
 
-    def observe(self, source: Source, ts: datetime | None, caught_up: bool) -> None:
+    def observe(self, source: Source, ts: datetime | None, caught_up: bool, progress: bool = True) -> None:
+        """``ts``: the event time the message carries (None: unknown, e.g. invalid);
+        ``progress``: it was a new event (not a re-delivery or a refused one)."""
         if ts is not None and (source not in self.max_ts or ts > self.max_ts[source]):
             self.max_ts[source] = ts
+        self.idle[source] = 0 if progress and ts is not None else self.idle.get(source, 0) + 1
         self.caught_up[source] = caught_up
+
+    def stalled(self, source: Source) -> bool:
+        if self.idle.get(source, 0) < self.stall_messages or source not in self.max_ts:
+            return False
+        return self.max_ts[source] + self.lateness < max(self.max_ts.values())
 
     def value(self, expected: set[Source] | None = None) -> datetime | None | bool:
         """The watermark; ``False`` while an expected source has not delivered yet
         (hold everything); ``None`` when no source holds it back (release everything)."""
         if expected and not expected <= self.caught_up.keys():
             return False
-        active = [ts for src, ts in self.max_ts.items() if not self.caught_up.get(src, False)]
+        active = [ts for src, ts in self.max_ts.items()
+                  if not self.caught_up.get(src, False) and not self.stalled(src)]
         return min(active) if active else None

@@ -40,6 +40,7 @@ def restore(core: Core, sink: Sink) -> int:
     sink.recover()
     n = core.replay_log(sink.load_log())
     core.load_inbox(sink.load_inbox())
+    sink.prune_inbox()
     core.log_source = sink.load_log  # what a rebuild after a handler error replays
     return n
 
@@ -114,12 +115,15 @@ def replay_into(records: Iterable[tuple[str, bytes]], settings: Settings, sink: 
     """The whole audited path without Kafka: schema, the store's writer lease (refused while
     a worker or another replay writes the store), the core rebuilt from the store's log, then
     ``records`` processed and written in batches; the lease is released at the end."""
-    sink.ensure_schema()
+    sink.retrying(sink.ensure_schema, "creating the schema", log=log.warning)
     lease = Lease(sink, ttl_s=settings.store_lease_ttl_s)
-    lease.acquire()
+    sink.retrying(lease.acquire, "taking the writer lease", log=log.warning)
     try:
-        core = Core(settings, open_schedule(sink, settings.policy()))
-        restore(core, sink)
+        def rebuild() -> Core:
+            c = Core(settings, open_schedule(sink, settings.policy()))
+            restore(c, sink)
+            return c
+        core = sink.retrying(rebuild, "rebuilding the core from the store", log=log.warning)
         core.restored_seq = core.seq
         replay(records, core, sink, on_progress=on_progress, in_order=in_order)
     finally:

@@ -64,6 +64,8 @@ class Stats:
     waiting: int = 0
     late: int = 0
     quarantined: int = 0  # events whose handler raised (dead-lettered, nothing applied)
+    rejected: int = 0  # events refused at intake or release (time, signature, duplicates)
+    expired: int = 0  # waiting events dead-lettered after waiting too long
     by_type: dict[str, int] = field(default_factory=dict)
     fees_micro: int = 0
     credits_micro: dict[tuple[str, str], int] = field(default_factory=dict)  # (source, role)

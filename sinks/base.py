@@ -187,8 +187,9 @@ class Sink(ABC):
         from sinks.policy_log import POLICY_DDL
         db = self.database
         self.command(f"CREATE DATABASE IF NOT EXISTS {db}")
-        _, have = self.query(f"SELECT table, name FROM system.columns WHERE database = '{db}'")
-        have_cols = set(have)
+        _, have = self.query(f"SELECT table, name, type FROM system.columns WHERE database = '{db}'")
+        have_cols = {(t, c) for t, c, _ in have}
+        have_types = {(t, c): typ for t, c, typ in have}
         _, dedup = self.query(f"SELECT name FROM system.tables WHERE database = '{db}' AND "
                               "create_table_query LIKE '%non_replicated_deduplication_window%'")
         dedup_ok = {r[0] for r in dedup}
@@ -197,6 +198,9 @@ class Sink(ABC):
             for c, typ in t.columns:
                 if (t.name, c) not in have_cols and any(n == t.name for n, _ in have_cols):
                     self.command(f"ALTER TABLE {db}.{t.name} ADD COLUMN IF NOT EXISTS `{c}` {typ}")
+                elif have_types.get((t.name, c), typ) != typ and typ == "Int128":  # money widened
+                    self.command(f"ALTER TABLE {db}.{t.name} MODIFY COLUMN `{c}` {typ} "
+                                 "SETTINGS mutations_sync = 2")
             if t.dedup_window and t.name not in dedup_ok:
                 self.command(f"ALTER TABLE {db}.{t.name} MODIFY SETTING "
                              f"non_replicated_deduplication_window = {t.dedup_window}")
@@ -265,6 +269,32 @@ class Sink(ABC):
                     log(f"sink write failed (attempt {attempt}), retrying in {delay:.1f}s: {exc}")
                 sleep(delay)
 
+    def retrying(self, fn: Callable, what: str, deadline_s: float = 120.0,
+                 sleep: Callable[[float], None] = time.sleep,
+                 log: Callable[[str], None] | None = None):
+        """``fn()``, retried with backoff while it fails with a store or network error (for at
+        most ``deadline_s``); anything else (a fatal error, a refusal such as another writer
+        holding the store) propagates at once."""
+        t0, attempt = time.monotonic(), 0
+        while True:
+            try:
+                return fn()
+            except FatalSinkError:
+                raise
+            except SinkError as exc:
+                err = exc
+            except Exception as exc:
+                if not self.transient(exc) and self.error_code(exc) not in RETRYABLE_CODES:
+                    raise
+                err = self.classify(exc, what)
+            if time.monotonic() - t0 > deadline_s:
+                raise err
+            attempt += 1
+            delay = min(10.0, 0.5 * attempt)
+            if log:
+                log(f"{what} failed (attempt {attempt}), retrying in {delay:.1f}s: {err}")
+            sleep(delay)
+
     def scalar(self, sql: str):
         _, rows = self.query(sql)
         return rows[0][0] if rows else None
@@ -280,6 +310,17 @@ class Sink(ABC):
                 self.command(f"ALTER TABLE {self.database}.{name} DELETE WHERE seq > {last} "
                              "SETTINGS mutations_sync = 2")
         return last
+
+    def prune_inbox(self) -> int:
+        """Delete inbox rows of events already logged (processed, refused or quarantined);
+        returns how many there were. Unprocessed events stay."""
+        db = self.database
+        done = (f"event_id IN (SELECT event_id FROM {db}.events) OR "
+                f"concat('quarantine:', event_id) IN (SELECT event_id FROM {db}.events)")
+        n = int(self.scalar(f"SELECT count() FROM {db}.inbox WHERE {done}") or 0)
+        if n:
+            self.command(f"ALTER TABLE {db}.inbox DELETE WHERE {done} SETTINGS mutations_sync = 2")
+        return n
 
     def load_inbox(self) -> list[tuple]:
         """Received but unprocessed events: (event_id, topic, payload) in event-time order."""

@@ -11,6 +11,7 @@ worker threads (``asyncio.to_thread``). Inserts go columnar through Arrow:
 from __future__ import annotations
 
 import threading
+from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
@@ -33,8 +34,28 @@ def _arrow_type(ch_type: str) -> pa.DataType:
         return pa.list_(_arrow_type(t[len("Array("):-1]))
     if t.startswith("DateTime64"):
         return pa.timestamp("ms", tz="UTC")
+    if t == "Int128":  # values beyond int64 travel as decimal128 (ClickHouse casts on insert)
+        return pa.int64()
     return {"String": pa.string(), "UInt64": pa.uint64(), "UInt32": pa.uint32(),
             "Int64": pa.int64(), "Float64": pa.float64()}[t]
+
+
+_I64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _array(values: list, ch_type: str) -> pa.Array:
+    t = _arrow_type(ch_type)
+    if ch_type == "Int128" and values and (min(values) < _I64[0] or max(values) > _I64[1]):
+        return pa.array([Decimal(v) for v in values], type=pa.decimal128(38, 0))
+    return pa.array(values, type=t)
+
+
+def _pylist(col) -> list:
+    """Python values of an Arrow result column; Int128/UInt128 arrive as 16 little-endian
+    bytes (fixed_size_binary[16]) and become ints."""
+    if pa.types.is_fixed_size_binary(col.type) and col.type.byte_width == 16:
+        return [None if b is None else int.from_bytes(b, "little", signed=True) for b in col.to_pylist()]
+    return col.to_pylist()
 
 
 def _token(token: str) -> str:
@@ -100,12 +121,12 @@ class ChdbSink(Sink):
         with _LOCK:
             tbl = self._s.query(sql, "ArrowTable")
         cols = tbl.column_names
-        data = [tbl.column(i).to_pylist() for i in range(len(cols))]
+        data = [_pylist(tbl.column(i)) for i in range(len(cols))]
         return cols, list(zip(*data))
 
     def insert(self, table: str, columns: dict[str, list], token: str | None = None) -> None:
         types = dict(TABLES[table].columns)
-        arrow = pa.table({c: pa.array(v, type=_arrow_type(types[c])) for c, v in columns.items()})  # noqa: F841
+        arrow = pa.table({c: _array(v, types[c]) for c, v in columns.items()})  # noqa: F841
         cols = ", ".join(f"`{c}`" for c in columns)
         dedup = f", insert_deduplication_token = '{_token(token)}'" if token else ""
         with _LOCK:

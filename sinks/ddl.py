@@ -21,6 +21,9 @@ from dataclasses import dataclass
 
 TS = "DateTime64(3, 'UTC')"
 LC = "LowCardinality(String)"
+# Money (micro-units): Int128, so that sum() over any realistic number of maximum fees
+# (2**53 each) cannot overflow: ClickHouse sums Int64 in Int64 and wraps silently.
+MONEY = "Int128"
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ TABLES: dict[str, Table] = {t.name: t for t in [
     Table("contributions", (
         ("contribution_id", "String"), ("contributor", "String"), ("datanet", LC), ("kind", LC),
         ("ts", TS), ("status", LC), ("duplicate_of", "String"), ("quality", "Nullable(Float64)"),
-        ("content_hash", "String"), ("tokens", "UInt32"), ("license", LC), ("stake", "Int64"),
+        ("content_hash", "String"), ("tokens", "UInt32"), ("license", LC), ("stake", MONEY),
         ("version", "UInt64"), ("event_id", "String"), ("seq", "UInt64")),
         "ReplacingMergeTree(version)", "contribution_id"),
     Table("flags", (
@@ -59,7 +62,7 @@ TABLES: dict[str, Table] = {t.name: t for t in [
         "MergeTree", "(reason, ts, contribution_id)"),
     Table("validations", (
         ("validator", "String"), ("contribution_id", "String"), ("verdict", LC),
-        ("quality", "Nullable(Float64)"), ("stake", "Int64"), ("ts", TS),
+        ("quality", "Nullable(Float64)"), ("stake", MONEY), ("ts", TS),
         ("event_id", "String"), ("seq", "UInt64")),
         "MergeTree", "(contribution_id, ts, validator)"),
     Table("validator_scores", (
@@ -73,7 +76,7 @@ TABLES: dict[str, Table] = {t.name: t for t in [
         ("event_id", "String"), ("seq", "UInt64")),
         "ReplacingMergeTree(seq)", "model_id"),
     Table("usage", (
-        ("request_id", "String"), ("model_id", "String"), ("fee", "Int64"),
+        ("request_id", "String"), ("model_id", "String"), ("fee", MONEY),
         ("output_tokens", "UInt32"), ("matched_tokens", "UInt32"), ("evidence", LC),
         ("contributions", "UInt32"), ("lineage_share", "Float64"), ("ts", TS),
         ("event_id", "String"), ("seq", "UInt64")),
@@ -86,13 +89,13 @@ TABLES: dict[str, Table] = {t.name: t for t in [
         "MergeTree", "(model_id, ts, request_id, contribution_id)"),
     Table("reward_ledger", (
         ("entry_id", "String"), ("epoch", "UInt32"), ("account", "String"), ("role", LC),
-        ("source", LC), ("amount", "Int64"), ("ref_event_id", "String"), ("ts", TS),
+        ("source", LC), ("amount", MONEY), ("ref_event_id", "String"), ("ts", TS),
         ("seq", "UInt64")),
         "MergeTree", "(account, epoch, entry_id)"),
     Table("epochs", (
-        ("epoch", "UInt32"), ("start", TS), ("end", TS), ("budget", "Int64"),
-        ("carried_in", "Int64"), ("emitted", "Int64"), ("carried_out", "Int64"),
-        ("fee_rewards", "Int64"), ("emission_rewards", "Int64"), ("entries", "UInt32"),
+        ("epoch", "UInt32"), ("start", TS), ("end", TS), ("budget", MONEY),
+        ("carried_in", MONEY), ("emitted", MONEY), ("carried_out", MONEY),
+        ("fee_rewards", MONEY), ("emission_rewards", MONEY), ("entries", "UInt32"),
         ("merkle_root", "String"), ("policy_fingerprint", "String"), ("seq", "UInt64")),
         "MergeTree", "epoch"),
     Table("deadletter", (

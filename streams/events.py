@@ -3,7 +3,9 @@
 ``decode_event(raw)`` takes the raw bytes of one Kafka message (or one JSONL line)
 and returns a typed event, or raises :class:`EventError` whose ``reason`` says
 precisely what is wrong (it becomes the dead-letter reason). Money is an integer
-number of micro-units; text fields are at most 1 MiB of UTF-8.
+number of micro-units (a usage fee at most ``MAX_FEE_MICRO`` = 2**53, the same bound the
+split uses); text fields are at most 1 MiB of UTF-8; an influence list has at most
+``MAX_INFLUENCE`` (1,024) entries.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import (BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
                       field_validator)
+
+from streams.policy import MAX_FEE_MICRO, MAX_INFLUENCE
 
 MAX_TEXT_BYTES = 1 << 20            # content / output limit: 1 MiB of UTF-8
 MAX_MESSAGE_BYTES = 3 * (1 << 20)   # whole raw message limit (JSON escaping can triple)
@@ -53,6 +57,7 @@ def _text(value: str) -> str:
 Id = Annotated[str, Field(min_length=1, max_length=256)]
 Unit = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 Micro = Annotated[int, Field(ge=0, le=(1 << 62))]
+Fee = Annotated[int, Field(ge=0, le=MAX_FEE_MICRO)]  # one maximum, shared with the split
 
 
 class _Event(BaseModel):
@@ -117,9 +122,9 @@ class Usage(_Event):
     type: Literal["usage"]
     request_id: Id
     model_id: Id
-    fee: Micro
+    fee: Fee
     output: str
-    influence: list[Influence] | None = None
+    influence: Annotated[list[Influence], Field(max_length=MAX_INFLUENCE)] | None = None
 
     _output = field_validator("output")(lambda cls, v: _text(v))
 

@@ -20,6 +20,10 @@ Contract:
 - :class:`PolicySchedule` answers "which policy is in force in epoch e" for the core; a
   replay of the same log under the same schedule is identical, a key rollout included
   (events accepted under the old rule stay accepted).
+- Hostile input is bounded by policy too: the genesis of the emission schedule, how far an
+  event's time may run ahead of its Kafka record (or of the replayed stream), how long an
+  event may wait for a reference, how much work span matching may do per usage, and
+  :data:`MAX_FEE_MICRO` (a contract constant, not a policy field: the contract is static).
 
 This module imports nothing of the project: everything may import it.
 """
@@ -28,11 +32,17 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MICRO_PER_TOKEN = 1_000_000
+# The largest fee one usage event may carry (2**53 micro-units, about 9e9 tokens): the event
+# contract (streams/events.py), `poa emit` (which validates with the contract) and the exact
+# split (attribution/split.py) all use this one number. Sums of fees are Int128 in the store.
+MAX_FEE_MICRO = 1 << 53
+MAX_INFLUENCE = 1024  # entries of a usage's influence list (the contract's cap)
 
 
 class PolicyMismatch(RuntimeError):
@@ -49,8 +59,23 @@ class Policy(BaseModel):
     share_protocol_bps: int = Field(500, ge=0, le=10_000)
     treasury_account: str = "protocol:treasury"
 
-    # --- epochs and emissions
+    # --- epochs and emissions; time bounds (hostile input cannot move the schedule)
     epoch_s: int = Field(86_400, gt=0)
+    # the emission schedule starts here (budget decay counts epochs from it); events dated
+    # earlier are dead-lettered
+    genesis_ts: datetime = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    # worker: an event dated more than this after its Kafka record's timestamp (input topics
+    # use LogAppendTime: the broker's clock) is dead-lettered
+    max_future_skew_s: float = Field(3600.0, ge=0.0)
+    # worker: an event dated more than this before its record's timestamp is dead-lettered
+    # (None: no bound, so backfills of old events work; genesis still bounds them)
+    max_past_skew_s: float | None = Field(None, ge=0.0)
+    # replay (no record timestamps): an event dated more than this after the latest event
+    # time seen in the stream is dead-lettered
+    max_stream_jump_s: float = Field(30 * 86_400.0, ge=0.0)
+    # an event waiting for a reference (model, base model, contribution) is dead-lettered
+    # once event time has moved this far past it (None: one epoch)
+    wait_expiry_s: float | None = Field(None, gt=0.0)
     emission_per_epoch_micro: int = Field(1_000 * MICRO_PER_TOKEN, ge=0, le=1 << 53)
     emission_decay_bps: int = Field(100, ge=0, le=10_000)
     emission_contributors_bps: int = Field(8000, ge=0, le=10_000)
@@ -61,6 +86,10 @@ class Policy(BaseModel):
 
     # --- attribution
     span_min_tokens: int = Field(8, ge=2)
+    # per usage: occurrences of one n-gram followed in the corpus, and token comparisons in
+    # all (a repetitive 1 MiB output cannot make matching cost contributions x output)
+    span_max_occurrences: int = Field(16, ge=1)
+    span_work_budget: int = Field(2_000_000, ge=1000)
     influence_mix: float = Field(0.3, ge=0.0, le=1.0)
     inherit_defaults: dict[str, float] = {"pretrain": 0.0, "finetune": 0.5, "lora": 0.7,
                                           "distill": 0.8, "merge": 1.0}
@@ -115,6 +144,9 @@ class Policy(BaseModel):
 
     # --- event-time ordering
     order_lateness_s: float = Field(3600.0, ge=0.0)
+    # a source (topic partition) that delivered this many messages in a row without a new
+    # event (re-deliveries, dead letters) stops holding the watermark until it makes progress
+    order_stall_messages: int = Field(1000, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> "Policy":
@@ -125,7 +157,20 @@ class Policy(BaseModel):
                              "set POA_SHARE_*_BPS so that they do")
         if not self.status_reject_at < self.status_accept_at:
             raise ValueError("status_reject_at must be below status_accept_at")
+        if self.genesis_ts.tzinfo is None:
+            raise ValueError("genesis_ts needs a UTC offset")
+        if self.genesis_ts < datetime(1970, 1, 1, tzinfo=timezone.utc):
+            raise ValueError("genesis_ts must not be before 1970-01-01 (epoch numbers are >= 0)")
         return self
+
+    @property
+    def genesis_epoch(self) -> int:
+        return int(self.genesis_ts.timestamp()) // self.epoch_s
+
+    @property
+    def wait_expiry(self) -> float:
+        """Seconds of event time a waiting event may wait (default: one epoch)."""
+        return self.wait_expiry_s if self.wait_expiry_s is not None else float(self.epoch_s)
 
     # ---- identity
     def canonical(self) -> str:
@@ -163,7 +208,7 @@ class Policy(BaseModel):
 # Fields that shape the indexes, the validator model's state or the epoch grid: fixed for
 # the life of a store (a change needs a new store and a full replay).
 STRUCTURAL = frozenset({
-    "epoch_s", "span_min_tokens", "neardup_threshold", "minhash_num_perm", "minhash_seed",
+    "epoch_s", "genesis_ts", "order_stall_messages", "span_min_tokens", "neardup_threshold", "minhash_num_perm", "minhash_seed",
     "shingle_k", "familiarity_bits", "ds_prior_good", "ds_prior_reliability", "ds_prior_strength",
     "ds_prior_votes", "ds_class_prior_strength", "ds_stake_ref", "ds_w_min", "ds_w_max",
     "ds_allow_inverted", "ds_retro", "ds_retro_window", "order_lateness_s",

@@ -75,7 +75,7 @@ def test_kernels_match_py_func():
     qi = K.vocab_ids(idx._vkeys, idx._vvals, q)
     args = (qi, 3, idx._corpus, idx._bstart, idx._bpos, idx._bfp, idx._bbits, idx._mhead,
             idx._mnext, idx._mfp, idx._mbits, idx._main_end, idx._doc_start, idx.n_docs,
-            idx._doc_ids, np.ones(20, dtype=np.bool_))
+            idx._doc_ids, np.ones(20, dtype=np.bool_), 1 << 62, 1 << 62)
     a, b = K.find_spans(*args), K.find_spans.py_func(*args)
     assert a[0].shape[0] > 0 and all(np.array_equal(x, y) for x, y in zip(a, b))
     a = K.build_main(idx._corpus, idx._len, 3, 5)

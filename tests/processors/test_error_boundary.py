@@ -77,14 +77,19 @@ def test_a_waiting_event_that_fails_when_released_is_the_one_quarantined(setting
     assert not core.waiting
 
 
-def test_a_real_bug_is_quarantined_too(settings):
-    """A fee the contract accepts but the split cannot take (2**53 + 1) crashed the agent."""
-    records = scenario()[:11] + [("poa.usage", usage("big", "r-big", "m-base", (1 << 53) + 1, "x", 8))]
+def test_the_fee_that_crashed_the_agent_is_now_refused_by_the_contract(settings):
+    """A fee between 2**53 + 1 and 2**62 passed the contract and crashed the split; the
+    contract and the split now share one maximum: above it the event is dead-lettered at
+    intake, at it the fee splits exactly."""
+    from streams.policy import MAX_FEE_MICRO
+    records = scenario()[:11] + [
+        ("poa.usage", usage("big", "r-big", "m-base", MAX_FEE_MICRO + 1, "x", 8)),
+        ("poa.usage", usage("max", "r-max", "m-base", MAX_FEE_MICRO, "x", 8))]
     core, out = process_all(settings, records)
     dl = {r["event_id"]: r["reason"] for r in out.rows["deadletter"]}
-    assert "internal error" in dl["big"]
-    assert not [r for r in out.rows["reward_ledger"] if r["ref_event_id"] == "big"]
-    assert "r-big" not in {r["request_id"] for r in out.rows.get("usage", [])}
+    assert f"less than or equal to {MAX_FEE_MICRO}" in dl["big"]
+    assert sum(r["amount"] for r in out.rows["reward_ledger"] if r["ref_event_id"] == "max") == MAX_FEE_MICRO
+    assert core.stats.quarantined == 0
 
 
 def test_on_the_store_path_the_log_replays_after_a_quarantine(settings, sink, fail_on):

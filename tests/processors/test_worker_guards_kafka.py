@@ -154,16 +154,16 @@ def test_a_worker_with_another_policy_refuses_to_start(topics_fresh, ch_http, si
 
 
 def test_an_impossible_value_stops_the_worker_before_acknowledging(topics_fresh, ch_http, sink, tmp_path):
-    """An event dated 1969 opens epoch -1, which no UInt32 column can store: today's code
-    retried that write forever; now the worker stops at once (exit 70, one clear line) and
-    nothing of the batch is written or acknowledged, so a restart meets the same stop."""
+    """A batch carrying a value no column can store (an epoch row with epoch -1, as a bug
+    would write: before the bounds, an event dated 1969 did exactly this) was retried
+    forever; now the worker stops at once (exit 70, one clear line) and nothing of the batch
+    is written or acknowledged, so a restart meets the same stop."""
     from support.events_factory import contribution
-    early = contribution("old", "c-old", "alice", "dn", "text from before the epoch began").replace(
-        b"2026-01-01T00:00:00Z", b"1969-12-31T23:00:00Z")
-    records = [("poa.contributions", early),
-               ("poa.contributions", contribution("new", "c-new", "bob", "dn", "a later text here"))]
+    records = [("poa.contributions", contribution("d1", "c-1", "alice", "dn", "a first text here")),
+               ("poa.contributions", contribution("d2", "c-2", "bob", "dn", "a later text here").replace(
+                   b"2026-01-01T00:00:00Z", b"2026-01-02T00:00:00Z"))]
     produce_records(topics_fresh, records)
-    env = env_for(topics_fresh, ch_http, sink)
+    env = env_for(topics_fresh, ch_http, sink, POA_FAILPOINTS="corrupt:epochs")
     for attempt in range(2):
         w = WorkerProcess(tmp_path / f"w{attempt}", **env).start()
         w.proc.wait(120)
@@ -171,3 +171,33 @@ def test_an_impossible_value_stops_the_worker_before_acknowledging(topics_fresh,
         assert "stopping: FatalSinkError: epochs.epoch: value -1" in w.log_tail()
         assert "does not fit UInt32" in w.status().get("fatal", "")
         assert sink.scalar(f"SELECT count() FROM {sink.database}.events") == 0
+
+
+def test_event_time_is_bounded_by_the_broker_clock(topics_fresh, ch_http, sink, settings, tmp_path):
+    """A contribution dated 2099 among 2026 events closed ~26,660 empty epochs and parked
+    the emission supply in 2099; now the input topics stamp records with the broker's clock
+    and the worker dead-letters an event dated more than an hour after its record."""
+    from support.events_factory import contribution
+    from kafka import KafkaProducer
+    records = scenario()
+    produce_records(topics_fresh, records[:4])
+    forged = KafkaProducer(bootstrap_servers=topics_fresh)  # the attacker forges CreateTime too
+    forged.send("poa.contributions", contribution("x2099", "cx", "eve", "legal-de", "from the future " * 9)
+                .replace(b"2026-01-01T00:00:00Z", b"2099-01-01T00:00:00Z"),
+                timestamp_ms=4070908800000).get(30)  # 2099-01-01: overridden by LogAppendTime
+    forged.close()
+    produce_records(topics_fresh, records[4:])
+    env = env_for(topics_fresh, ch_http, sink)
+    _, clean = process_all(settings, records)
+    n = len(clean.rows["events"]) + 1
+    db = sink.database
+    w = WorkerProcess(tmp_path / "w", **env).start()
+    try:
+        w.wait_until(lambda: sink.scalar(f"SELECT count() FROM {db}.events") >= n
+                     and w.status().get("buffered") == 0, what=f"{n} events")
+    finally:
+        assert w.stop() == 0, w.log_tail()
+    _, dl = sink.query(f"SELECT reason FROM {db}.deadletter WHERE event_id = 'x2099'")
+    assert "after its Kafka record's timestamp" in dl[0][0]
+    assert sink.scalar(f"SELECT count() FROM {db}.epochs") == 0  # nothing closed by 2099
+    assert ledger(sink) == expected(clean.rows)

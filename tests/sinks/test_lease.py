@@ -104,3 +104,22 @@ def test_the_same_worker_restarted_after_a_crash_takes_over_at_once(engines):
     assert again.acquire() == 2
     with pytest.raises(LeaseLost):
         dead.check()  # had the old process survived, it is fenced
+
+
+@pytest.mark.parametrize("mode", ["before", "after"])
+def test_taking_the_lease_survives_a_cut_connection(ch_http, database, mode):
+    """A cut while the lease row is written (before it is forwarded, or after it landed) is
+    retried by the same writer, which does not lock itself out."""
+    from sinks.http_sink import HttpSink
+    from support.faults import FaultProxy
+    setup = HttpSink(f"http://127.0.0.1:{ch_http.port}", database=database)
+    setup.ensure_schema()
+    setup.close()
+    with FaultProxy(ch_http.port, match=b"writer_lease SELECT", cuts={1: mode, 2: mode}) as proxy:
+        sink = HttpSink(f"http://127.0.0.1:{proxy.port}", database=database)
+        lease = Lease(sink, ttl_s=30, settle_s=0)
+        gen = sink.retrying(lease.acquire, "taking the writer lease", sleep=lambda s: None)
+        assert gen >= 1 and lease.holder()["owner"] == lease.owner
+        lease.check()
+        assert proxy.counts[mode] == 2  # the client re-sends once; two cuts reach the sink
+        sink.close()

@@ -85,7 +85,7 @@ def test_load_log_pages_in_seq_order(engine):
 def test_impossible_values_fail_fast_and_write_nothing(engine):
     db = engine.database
     for bad, words in [({"amount": "not a number"}, "reward_ledger.amount"),
-                       ({"amount": 1 << 63}, "does not fit Int64"),
+                       ({"amount": 1 << 127}, "does not fit Int128"),
                        ({"epoch": -1}, "does not fit UInt32"),
                        ({"account": None}, "NULL")]:
         with pytest.raises(FatalSinkError) as info:
@@ -95,6 +95,19 @@ def test_impossible_values_fail_fast_and_write_nothing(engine):
         assert not isinstance(info.value, SinkError)  # never retried as if the store were down
     assert engine.scalar(f"SELECT count() FROM {db}.reward_ledger") == 0
     assert engine.scalar(f"SELECT count() FROM {db}.events") == 0
+
+
+def test_money_sums_cannot_overflow(engine):
+    """1,030 usages at the maximum fee: sum(fee) and sum(amount) stay exact (Int128)."""
+    from streams.policy import MAX_FEE_MICRO
+    db = engine.database
+    rows = [{**ledger_rows(1, seq0=i)[0], "entry_id": f"x{i}", "amount": MAX_FEE_MICRO} for i in range(1, 1031)]
+    engine.write({"reward_ledger": rows, "epochs": [{
+        "epoch": 1, "start": TS, "end": TS, "budget": 0, "carried_in": 0, "emitted": 0,
+        "carried_out": 0, "fee_rewards": 1030 * MAX_FEE_MICRO * 1000, "emission_rewards": 0,
+        "entries": 1030, "merkle_root": "", "policy_fingerprint": "", "seq": 1}]})
+    assert engine.scalar(f"SELECT sum(amount) FROM {db}.reward_ledger") == 1030 * MAX_FEE_MICRO
+    assert engine.scalar(f"SELECT fee_rewards FROM {db}.epochs") == 1030 * MAX_FEE_MICRO * 1000
 
 
 def test_engine_errors_are_classified(engine):

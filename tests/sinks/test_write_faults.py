@@ -173,7 +173,11 @@ def check_clean(st: Store, run, clean: dict, what: str) -> None:
     _, ref, ref_core = run
     sink, db = st.sink, st.database
     got = snapshot(sink)
+    logged = {r[1] for r in got["events"]}
     for name in TABLES:
+        if name == "inbox":  # a start prunes the inbox of logged events: compare what waits
+            got[name] = [r for r in got[name] if r[0] not in logged]
+            clean = {**clean, name: [r for r in clean[name] if r[0] not in logged]}
         if got[name] != clean[name]:
             twice = len(got[name]) - len(set(got[name]))
             raise AssertionError(f"{what}: {name} holds {len(got[name])} rows ({twice} twice), "

@@ -11,7 +11,7 @@ from streams.signing import KeyRegistry, sign_event
 
 ALICE = SigningKey(b"\x01" * 32)
 MALLORY = SigningKey(b"\x02" * 32)
-EVENT = {"event_id": "e1", "type": "contribution", "ts": "2026-01-01T00:00:00Z", "contribution_id": "c1",
+EVENT = {"event_id": "e1", "type": "contribution", "ts": "2026-01-01T00:00:00Z", "contribution_id": "alice:c1",
          "contributor": "alice", "datanet": "d", "kind": "dataset", "content": "Grüße aus Köln"}
 
 
@@ -47,18 +47,18 @@ def test_registry_checks(keys_file):
 def test_enforcement_dead_letters_forgeries(settings, keys_file):
     s = settings.model_copy(update={"keys_file": keys_file, "require_signatures": True})
     forged = sign_event(EVENT, "alice", MALLORY)
-    unsigned = {**EVENT, "event_id": "e2", "contribution_id": "c2"}
-    good = sign_event({**EVENT, "event_id": "e3", "contribution_id": "c3"}, "alice", ALICE)
+    unsigned = {**EVENT, "event_id": "e2", "contribution_id": "alice:c2"}
+    good = sign_event({**EVENT, "event_id": "e3", "contribution_id": "alice:c3"}, "alice", ALICE)
     core, out = run(s, [forged, unsigned, good])
     reasons = [r["reason"] for res in out for r in res.rows.get("deadletter", [])]
     assert reasons == ["bad signature for 'alice'", "unsigned event from 'alice', which has a registered key"]
-    assert list(core.contribs) == ["c3"]
+    assert list(core.contribs) == ["alice:c3"]
 
 
 def test_enforcement_off_accepts_everything(settings, keys_file):
     s = settings.model_copy(update={"keys_file": keys_file})
     core, _ = run(s, [sign_event(EVENT, "alice", MALLORY)])
-    assert list(core.contribs) == ["c1"]
+    assert list(core.contribs) == ["alice:c1"]
 
 
 def test_bad_keys_file_is_a_clear_error(tmp_path):
