@@ -103,7 +103,9 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
         self._eligible_cache: dict[str, tuple] = {}  # datanet -> (eligibility version, size, ids)
         self.guard = SpamGuard(base)
         self.validator_flagged: set[tuple[str, str]] = set()
-        self.waiting: dict[str, list[tuple[str, object]]] = {}
+        # missing reference -> {event id: (topic, event)} in arrival order; event id -> missing
+        self.waiting: dict[str, dict[str, tuple[str, object]]] = {}
+        self._waiting_key: dict[str, str] = {}
         self.index = SpanIndex(base.span_min_tokens)
         self.neardup = NearDupIndex(base.minhash_num_perm, base.neardup_threshold,
                                     seed=base.minhash_seed)
@@ -256,18 +258,24 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
                          f"internal error while applying this {ev.type} event (quarantined, "
                          f"nothing of it was applied): {type(exc).__name__}: {exc}", raw)
 
+    def _wait(self, missing: str, topic: str, ev) -> None:
+        self.waiting.setdefault(missing, {})[ev.event_id] = (topic, ev)
+        self._waiting_key[ev.event_id] = missing
+        self.stats.waiting += 1
+        if isinstance(ev, Model):
+            self._waiting_models[ev.model_id] = missing.split(":", 1)[1]
+
     def _drop_waiting(self, event_id: str) -> None:
-        for k, items in list(self.waiting.items()):
-            kept = [(t, e) for t, e in items if e.event_id != event_id]
-            if len(kept) != len(items):
-                for _, e in items:
-                    if e.event_id == event_id and isinstance(e, Model):
-                        self._waiting_models.pop(e.model_id, None)
-                self.stats.waiting -= len(items) - len(kept)
-                if kept:
-                    self.waiting[k] = kept
-                else:
-                    del self.waiting[k]
+        key = self._waiting_key.pop(event_id, None)
+        if key is None:
+            return
+        items = self.waiting[key]
+        _, ev = items.pop(event_id)
+        if not items:
+            del self.waiting[key]
+        if isinstance(ev, Model):
+            self._waiting_models.pop(ev.model_id, None)
+        self.stats.waiting -= 1
 
     def _buffer_again(self, key: tuple, topic: str, ev) -> None:
         heapq.heappush(self.buffer, (key, topic, ev))
@@ -298,7 +306,7 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
         keep = {k: getattr(self, k) for k in ("buffer", "buffered", "_inbox_new", "marks",
                                                "max_seen_ts", "seen", "digests", "stats",
                                                "_unwritten", "_storm")}
-        waiting = sum(len(v) for v in fresh.waiting.values())
+        waiting = len(fresh._waiting_key)
         self.__dict__.update(fresh.__dict__)
         self.__dict__.update(keep)
         self.stats.waiting = waiting
@@ -342,8 +350,7 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
         for row in closed:
             res.add("epochs", row)
         if missing:
-            self.waiting.setdefault(missing, []).append((topic, ev))
-            self.stats.waiting += 1
+            self._wait(missing, topic, ev)
         else:
             self._apply(res, topic, ev)
         if closed:
@@ -430,17 +437,12 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
         return None
 
     def _release(self, res: Result, key: str) -> None:
-        for topic, ev in self.waiting.pop(key, []):
-            self.stats.waiting -= 1
+        for topic, ev in list(self.waiting.get(key, {}).values()):
+            self._drop_waiting(ev.event_id)
             missing = self._missing(ev)
             if missing:
-                self.waiting.setdefault(missing, []).append((topic, ev))
-                self.stats.waiting += 1
-                if isinstance(ev, Model):
-                    self._waiting_models[ev.model_id] = missing.split(":", 1)[1]
+                self._wait(missing, topic, ev)
             else:
-                if isinstance(ev, Model):
-                    self._waiting_models.pop(ev.model_id, None)
                 self._apply(res, topic, ev)
 
     def _validator_emission_weight(self, validator: str) -> float:

@@ -53,13 +53,13 @@ class IntakeChecks:
                              f"({_iso(P.genesis_ts)})", ev.event_id)
         if record_ts is not None:
             if ev.ts > record_ts + timedelta(seconds=P.max_future_skew_s):
-                raise EventError(f"ts {_iso(ev.ts)} is more than {P.max_future_skew_s:g} s after its "
+                raise EventError(f"ts {_iso(ev.ts)} is more than {P.max_future_skew_s:.0f} s after its "
                                  f"Kafka record's timestamp {_iso(record_ts)}", ev.event_id)
             if P.max_past_skew_s is not None and ev.ts < record_ts - timedelta(seconds=P.max_past_skew_s):
-                raise EventError(f"ts {_iso(ev.ts)} is more than {P.max_past_skew_s:g} s before its "
+                raise EventError(f"ts {_iso(ev.ts)} is more than {P.max_past_skew_s:.0f} s before its "
                                  f"Kafka record's timestamp {_iso(record_ts)}", ev.event_id)
         elif self.max_seen_ts is not None and ev.ts > self.max_seen_ts + timedelta(seconds=P.max_stream_jump_s):
-            raise EventError(f"ts {_iso(ev.ts)} is more than {P.max_stream_jump_s:g} s after the latest "
+            raise EventError(f"ts {_iso(ev.ts)} is more than {P.max_stream_jump_s:.0f} s after the latest "
                              f"event time of the stream ({_iso(self.max_seen_ts)})", ev.event_id)
 
     def _static_actor(self, ev) -> str | None:
@@ -147,8 +147,6 @@ class IntakeChecks:
         if isinstance(ev, Usage):
             self.requests[ev.request_id] = ev.event_id
         if missing is not None:
-            if isinstance(ev, Model):
-                self._waiting_models[ev.model_id] = missing.split(":", 1)[1]
             heapq.heappush(self._wait_heap, (ev.ts, ev.event_id))
 
     # ------------------------------------------------------------------ waiting
@@ -157,18 +155,15 @@ class IntakeChecks:
         limit = now - timedelta(seconds=self.P.wait_expiry)
         while self._wait_heap and self._wait_heap[0][0] < limit:
             ts, event_id = heapq.heappop(self._wait_heap)
-            for key, items in list(self.waiting.items()):
-                hit = [(t, e) for t, e in items if e.event_id == event_id]
-                if not hit:
-                    continue
-                topic, ev = hit[0]
-                self._drop_waiting(event_id)
-                what = key.replace(":", " ", 1)
-                self.stats.expired += 1
-                self._deadletter(res, event_id, topic,
-                                 f"expired: waited more than {self.P.wait_expiry:g} s of event time for "
-                                 f"{what}, which never arrived", encode(ev))
-                break
+            key = self._waiting_key.get(event_id)
+            if key is None:  # released (or dropped) meanwhile
+                continue
+            topic, ev = self.waiting[key][event_id]
+            self._drop_waiting(event_id)
+            self.stats.expired += 1
+            self._deadletter(res, event_id, topic,
+                             f"expired: waited more than {self.P.wait_expiry:.0f} s of event time for "
+                             f"{key.replace(':', ' ', 1)}, which never arrived", encode(ev))
 
 
 def _iso(ts: datetime) -> str:
