@@ -2,7 +2,8 @@
 
 Builders (``usage_event``, ``contribution_event``, ``validation_event``, ``model_event``,
 or :func:`build_event` for any type) fill what the contract needs and a caller rarely
-has at hand: ``event_id`` (a uuid4), ``ts`` (now, UTC), and the ids a new object gets
+has at hand: ``event_id`` (a uuid4; for a usage with a ``request_id``, derived from it, so a
+retried report is the same event), ``ts`` (now, UTC), and the ids a new object gets
 (``request_id`` of a usage, ``contribution_id`` of a contribution). They validate the
 event against contract v1 and return its canonical dict (the form that is produced);
 an invalid event raises :class:`streams.events.EventError` whose ``reason`` says what is
@@ -58,6 +59,9 @@ def build_event(etype: str, fields: Mapping[str, Any], *, event_id: str | None =
                          str(ev.get("event_id", "")))
     if event_id is not None:
         ev["event_id"] = event_id
+    if etype == "usage" and "event_id" not in ev and isinstance(ev.get("request_id"), str) \
+            and isinstance(ev.get("model_id"), str):
+        ev["event_id"] = usage_event_id(ev["model_id"], ev["request_id"])  # a retry is the same event
     ev.setdefault("event_id", str(uuid.uuid4()))
     ev["ts"] = _ts(ts if ts is not None else ev.get("ts"))
     try:

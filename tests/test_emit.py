@@ -11,7 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from poa.emit import (build_event, contribution_event, emit_usage, model_event, usage_event,
-                      validation_event)
+                      usage_event_id, validation_event)
 from streams.events import EventError, decode_event, encode_event
 
 NO_BROKER = "127.0.0.1:9"  # nothing listens there: a connection attempt would fail loudly
@@ -42,7 +42,7 @@ def test_builders_fill_ids_and_time_and_validate():
     ev = usage_event(model_id="m-1", fee=1_000, output="some output text",
                      influence={"c-1": 0.5, "c-2": 0.2})
     assert ev["type"] == "usage" and ev["fee"] == 1_000
-    assert uuid.UUID(ev["event_id"]) and uuid.UUID(ev["request_id"])
+    assert uuid.UUID(ev["request_id"]) and ev["event_id"] == usage_event_id("m-1", ev["request_id"])
     assert ev["ts"].endswith("Z") and decode_event(json.dumps(ev)).ts.tzinfo is not None
     assert ev["influence"] == [{"contribution_id": "c-1", "score": 0.5},
                                {"contribution_id": "c-2", "score": 0.2}]
@@ -149,3 +149,12 @@ def test_docstring_examples():
 
     import poa.emit
     assert doctest.testmod(poa.emit).failed == 0
+
+
+def test_usage_event_ids_derive_from_the_request_id_on_every_path():
+    from poa.emit import build_event, usage_event, usage_event_id
+    a = usage_event(model_id="m", fee=1, output="x", request_id="r-9", ts="2026-01-01T00:00:00Z")
+    b = build_event("usage", {"model_id": "m", "fee": 1, "output": "x", "request_id": "r-9"},
+                    ts="2026-01-01T00:00:00Z")  # the --json / --file path
+    assert a["event_id"] == b["event_id"] == usage_event_id("m", "r-9")
+    assert usage_event(model_id="m", fee=1, output="x", request_id="r-10")["event_id"] != a["event_id"]
