@@ -78,6 +78,9 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
         self._replaying = False
         self._applying: tuple[str, object] | None = None  # the event a handler is applying
         self._storm = 0  # consecutive quarantines
+        # the input is a run's own processing log (`poa replay --in-order`): its events were
+        # accepted by their record-time bounds, which a replay cannot re-judge
+        self.log_order = False
         self.seq = 0
         self.restored_seq = 0  # seq of the last event rebuilt from the store's log
         self.last_ts = EPOCH0

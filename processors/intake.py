@@ -58,7 +58,8 @@ class IntakeChecks:
             if P.max_past_skew_s is not None and ev.ts < record_ts - timedelta(seconds=P.max_past_skew_s):
                 raise EventError(f"ts {_iso(ev.ts)} is more than {P.max_past_skew_s:.0f} s before its "
                                  f"Kafka record's timestamp {_iso(record_ts)}", ev.event_id)
-        elif self.max_seen_ts is not None and ev.ts > self.max_seen_ts + timedelta(seconds=P.max_stream_jump_s):
+        elif (not self.log_order and self.max_seen_ts is not None
+              and ev.ts > self.max_seen_ts + timedelta(seconds=P.max_stream_jump_s)):
             raise EventError(f"ts {_iso(ev.ts)} is more than {P.max_stream_jump_s:.0f} s after the latest "
                              f"event time of the stream ({_iso(self.max_seen_ts)})", ev.event_id)
 

@@ -88,6 +88,7 @@ def replay(lines: Iterable[tuple[str, bytes]], core: Core, sink: Sink, batch_eve
     """
     batch, n = Result(), 0
     lateness_s = core.schedule.base.order_lateness_s
+    core.log_order = in_order
     for topic, raw in lines:
         if in_order:
             batch.extend(core.process(topic, raw))
