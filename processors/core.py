@@ -335,16 +335,17 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
         return rows
 
     def _accept(self, res: Result, topic: str, ev) -> None:
+        payload = encode(ev)  # once per event: content and output can be 1 MiB
         if reason := self._admit_reason(ev):  # refused before any state changes
             self.stats.rejected += 1
-            self._log(res, ev.event_id, "invalid", topic, ev.ts, encode(ev), "rejected")
-            self._deadletter(res, ev.event_id, topic, reason, encode(ev))
+            self._log(res, ev.event_id, "invalid", topic, ev.ts, payload, "rejected")
+            self._deadletter(res, ev.event_id, topic, reason, payload)
             return
         self.last_ts = max(self.last_ts, ev.ts)
         if self.max_seen_ts is None or ev.ts > self.max_seen_ts:
             self.max_seen_ts = ev.ts
         missing = self._missing(ev)
-        self._log(res, ev.event_id, ev.type, topic, ev.ts, encode(ev), "waiting" if missing else "ok")
+        self._log(res, ev.event_id, ev.type, topic, ev.ts, payload, "waiting" if missing else "ok")
         self._register_admitted(ev, missing)
         emissions, closed = self.book.advance(ev.ts, self.seq, self._validator_emission_weight)
         if closed:

@@ -82,16 +82,19 @@ def test_racing_writers_agree_on_one_winner(engines):
     assert outcomes == ["worker-a"]
 
 
-def test_an_unreachable_store_is_a_retryable_lease_error(engines):
-    a, _ = engines
-    lease = Lease(a, ttl_s=30, owner="worker-a", settle_s=0)
-    lease.acquire()
-
-    def down(sql):
-        raise ConnectionRefusedError("store down")
-    a.query = down
-    with pytest.raises(SinkError):
+def test_an_unreachable_store_is_a_retryable_lease_error(ch_http, database):
+    """The link to the store goes away under a lease holder (a real proxy, then closed):
+    retryable, not fatal."""
+    from sinks.http_sink import HttpSink
+    from support.faults import FaultProxy
+    with FaultProxy(ch_http.port, cuts={}) as proxy:
+        a = HttpSink(f"http://127.0.0.1:{proxy.port}", database=database)
+        a.ensure_schema()
+        lease = Lease(a, ttl_s=30, owner="worker-a", settle_s=0)
+        lease.acquire()
+    with pytest.raises(SinkError):  # the proxy is gone: connection refused
         lease.check()
+    a.close()
 
 
 def test_the_same_worker_restarted_after_a_crash_takes_over_at_once(engines):
