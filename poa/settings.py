@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     clickhouse_database: str = "poa"
     # one writer per store (sinks/lease.py): a writer silent this long may be replaced
     store_lease_ttl_s: float = 30.0
+    # core snapshots beside the store (processors/snapshots.py): restart = newest valid
+    # snapshot + the log after it; one every this many logged events and at each epoch close
+    snapshot_every_events: int = 20_000  # 0: no snapshots (restart replays the whole log)
+    snapshot_dir: Path | None = None  # default: <store_dir>.snapshots (chdb) or <home>/snapshots
+    snapshot_keep: int = 3
 
     # --- economics (shares of each usage fee, in basis points; must sum to 10_000)
     share_contributors_bps: int = 7000
@@ -91,6 +96,7 @@ class Settings(BaseSettings):
     minhash_num_perm: int = 128
     minhash_seed: int = 1
     influence_mix: float = 0.3  # share of the operator's influence scores when spans matched
+    attribution_top_k: int = 32  # contributions credited by evidence per usage; the rest: pools
     inherit_defaults: dict[str, float] = {"pretrain": 0.0, "finetune": 0.5, "lora": 0.7,
                                           "distill": 0.8, "merge": 1.0}
 
@@ -147,6 +153,16 @@ class Settings(BaseSettings):
     @property
     def store_path(self) -> Path:
         return self.store_dir or self.home / "store"
+
+    @property
+    def snapshot_path(self) -> Path:
+        """Where the core's snapshots of this store live (beside an embedded store)."""
+        if self.snapshot_dir is not None:
+            return self.snapshot_dir
+        if self.store_engine == "chdb":
+            p = self.store_path
+            return p.with_name(p.name + ".snapshots")
+        return self.home / "snapshots" / self.clickhouse_database
 
     @property
     def bootstrap(self) -> str:

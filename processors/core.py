@@ -40,7 +40,9 @@ from attribution.spans import SpanIndex
 from attribution.velocity import Interner
 from poa.settings import Settings
 from processors import failpoints
+from processors.corpus import CorpusArrays
 from processors.epochs import EpochBook
+from processors.pools import Pools
 from processors.state import ContributionState, Result, Stats, encode
 from processors.handlers_contributions import ContributionHandlers
 from processors.handlers_usage import UsageHandlers
@@ -103,7 +105,9 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
             retro=base.ds_retro, retro_window=base.ds_retro_window)
         self._fee_w: dict[str, float] = {}  # validator -> fee weight at ds.version (see _fee_weight)
         self._fee_w_version = -1
-        self._eligible_cache: dict[str, tuple] = {}  # datanet -> (eligibility version, size, ids)
+        self.corpus = CorpusArrays(base.span_min_tokens)  # per-contribution numpy columns
+        self.pools = Pools()  # datanet pool balances, settled at epoch close
+        self._lineage_cache: dict[tuple[str, str], list] = {}
         self.guard = SpamGuard(base)
         self.validator_flagged: set[tuple[str, str]] = set()
         # missing reference -> {event id: (topic, event)} in arrival order; event id -> missing
@@ -347,7 +351,8 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
         missing = self._missing(ev)
         self._log(res, ev.event_id, ev.type, topic, ev.ts, payload, "waiting" if missing else "ok")
         self._register_admitted(ev, missing)
-        emissions, closed = self.book.advance(ev.ts, self.seq, self._validator_emission_weight)
+        emissions, closed = self.book.advance(ev.ts, self.seq, self._validator_emission_weight,
+                                              self._settle_pools)
         if closed:
             self._flag_validators(res, ev)
         self._book(res, emissions)
@@ -451,6 +456,15 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
 
     def _validator_emission_weight(self, validator: str) -> float:
         return self._fee_weight(validator)
+
+    def _settle_pools(self, epoch: int, end: datetime, seq: int) -> tuple[list[dict], int]:
+        """The closing epoch's pool settlement (processors/pools.py), under its policy."""
+        P = self.schedule.at(epoch)
+
+        def accepting(i: int):
+            return self._accepting(self.by_idx[i])
+        return self.pools.settle(epoch, end, seq, self.corpus, P.shares_bps, P.treasury_account,
+                                 accepting, self._fee_weight, self.book.add_contributor_evidence)
 
     def _apply(self, res: Result, topic: str, ev) -> None:
         outer, self._applying = self._applying, (topic, ev)

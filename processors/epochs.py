@@ -17,6 +17,10 @@ with largest remainder (attribution/split.py). **Carry-over rule**: a pool with 
 eligible recipient is not paid; it is carried over whole to the next epoch's budget.
 Invariant per epoch: ``emitted + carried_out == budget + carried_in``.
 
+Datanet pools (processors/pools.py) are settled first at close, by the ``settle`` callback
+given to :meth:`EpochBook.advance`: their rows join the epoch's entries, and the pooled
+attribution mass joins the contributors' evidence before the emission split.
+
 Ledger entries are booked into the epoch of their event, or into the open epoch when
 that one is already closed (a late event), so a closed epoch's entries — and its
 Merkle root (processors/merkle.py) — never change.
@@ -69,18 +73,22 @@ class EpochBook:
         self.valid[account] = self.valid.get(account, 0.0) + weight
 
     def add_entries(self, rows: list[dict]) -> None:
-        self.entries.extend(rows)
+        """Entries of the open epoch (rows of a closed one, its own closing rows, are done)."""
+        self.entries.extend(r for r in rows if self.open is None or r["epoch"] >= self.open)
 
-    def advance(self, ts: datetime, seq: int, validator_weight=None) -> tuple[list[dict], list[dict]]:
-        """Close every epoch before the one of ``ts``: (emission ledger rows, epochs rows).
-        ``validator_weight(account)`` scales a validator's votes at close (reliability)."""
+    def advance(self, ts: datetime, seq: int, validator_weight=None,
+                settle=None) -> tuple[list[dict], list[dict]]:
+        """Close every epoch before the one of ``ts``: (settlement and emission ledger rows,
+        epochs rows). ``validator_weight(account)`` scales a validator's votes at close
+        (reliability); ``settle(epoch, end, seq)`` -> (pool settlement rows, the pool balance
+        carried to the next epoch in micro-units)."""
         e = self.epoch_of(ts)
         if self.open is None:
             self.open = e
             return [], []
         ledger, epochs = [], []
         while self.open < e:
-            lr, er = self._close(self.open, seq, validator_weight)
+            lr, er = self._close(self.open, seq, validator_weight, settle)
             ledger += lr
             epochs.append(er)
             self.open += 1
@@ -97,25 +105,28 @@ class EpochBook:
                  "role": role, "source": "emission", "amount": int(a), "ref_event_id": ref,
                  "ts": end, "seq": seq} for n, a in zip(names, parts) if a > 0]
 
-    def _close(self, epoch: int, seq: int, validator_weight=None) -> tuple[list[dict], dict]:
+    def _close(self, epoch: int, seq: int, validator_weight=None, settle=None) -> tuple[list[dict], dict]:
         start = UNIX0 + timedelta(seconds=epoch * self.epoch_s)
         end = start + timedelta(seconds=self.epoch_s) - timedelta(milliseconds=1)
+        settled, pool_carried = settle(epoch, end, seq) if settle else ([], 0)
         carried_in, budget = self.carry, self.budget(epoch)
         total = budget + carried_in
         policy = self.schedule.at(epoch)
         c_pool = total * policy.emission_contributors_bps // 10_000
-        rows = self._pool(epoch, "contributor", c_pool, self.contrib, end, seq)
+        rows = settled + self._pool(epoch, "contributor", c_pool, self.contrib, end, seq)
         valid = ({a: w * validator_weight(a) for a, w in self.valid.items()} if validator_weight
                  else self.valid)
         rows += self._pool(epoch, "validator", total - c_pool, valid, end, seq)
-        emitted = sum(r["amount"] for r in rows)
+        emitted = sum(r["amount"] for r in rows if r["source"] == "emission")
         self.carry = total - emitted
         entries = [r for r in self.entries if r["epoch"] == epoch] + rows
         ids, leaves = epoch_leaves(entries)
         fee = sum(r["amount"] for r in entries if r["source"] == "fee")
         row = {"epoch": epoch, "start": start, "end": end, "budget": budget,
                "carried_in": carried_in, "emitted": emitted, "carried_out": self.carry,
-               "fee_rewards": fee, "emission_rewards": emitted, "entries": len(entries),
+               "fee_rewards": fee, "emission_rewards": emitted,
+               "pool_settled": sum(r["amount"] for r in settled if r["role"] != "pool"),
+               "pool_carried": pool_carried, "entries": len(entries),
                "merkle_root": root(leaves).hex(), "policy_fingerprint": policy.fingerprint(),
                "seq": seq}
         self.entries = [r for r in self.entries if r["epoch"] != epoch]

@@ -49,6 +49,8 @@ class ContributionHandlers:
                               ev.license or "", ev.stake or 0)
         self.contribs[c.contribution_id] = c
         self.by_idx.append(c)
+        self.corpus.add(c.idx, c.datanet, c.contributor, toks, c.status)
+        c.arrays = self.corpus  # eligibility follows every status change from here on
         first, match = self.by_hash.get(h), -1
         if first is not None:  # exact duplicate: the family's earliest member
             f = self.contribs[first]

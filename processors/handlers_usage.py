@@ -3,20 +3,24 @@
 A mixin of :class:`processors.core.Core`. A usage is attributed only to eligible
 contributions (not duplicate, rejected or spam) in the datanets of the model's lineage;
 attribution mass flows up the lineage by ``inherit`` (processors/lineage.py); within a
-model, span evidence (attribution/spans.py) decides, else the share goes pro rata over
-its datanets by datanet weight; the operator's ``influence`` scores are mixed in
-(``influence_mix`` when spans matched, fully otherwise). The fee is split exactly
-(processors/ledger.py).
+model, span evidence (attribution/spans.py) decides, else the share goes to the pools of
+its datanets by datanet weight (settled at epoch close, processors/pools.py); the
+operator's ``influence`` scores are mixed in (``influence_mix`` when spans matched, fully
+otherwise); at most ``attribution_top_k`` contributions keep evidence weight, the rest
+is pooled. The fee is split exactly (processors/ledger.py). Rows per usage: at most K
+contributions per lineage model plus one per (datanet, lineage model) pooled, and one
+ledger entry per recipient: bounded by the event and the lineage, not the corpus.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from attribution.spans import allowed_mask_from
+from attribution.span_kernels import attribute_matches
 from attribution.text import token_hashes
 from processors.ledger import fee_credits
 from processors.lineage import lineage_mass
-from processors.state import Result, eligibility_version, encode
+from processors.pools import pool_account
+from processors.state import Result, encode
 from streams import topics
 from streams.events import Model, Usage
 
@@ -36,81 +40,124 @@ class UsageHandlers:
                            "ts": ev.ts, "event_id": ev.event_id, "seq": self.seq})
         self._release(res, "model:" + ev.model_id)
 
-    @staticmethod
-    def _eligible(c) -> bool:
-        return c.status not in ("duplicate", "rejected", "spam")
-
-    def _eligible_in(self, datanets) -> list[int]:
-        """Eligible contribution indices of ``datanets``, in order; per datanet cached until a
-        status changes (``eligibility_version``) or the datanet gets a contribution."""
-        out, version = [], eligibility_version()
-        for dn in datanets:
-            ids = self.by_datanet.get(dn, ())
-            hit = self._eligible_cache.get(dn)
-            if hit is None or hit[0] != version or hit[1] != len(ids):
-                hit = self._eligible_cache[dn] = (version, len(ids),
-                                                  [i for i in ids if self._eligible(self.by_idx[i])])
-            out.extend(hit[2])
-        return out
-
-    def _attribute(self, ev: Usage, toks: np.ndarray) -> tuple[dict, dict, int]:
-        """Weights per (contribution idx, via model) summing to 1 (or empty), the evidence
-        label per via model, and the matched output tokens. See processors/lineage.py."""
-        nodes = lineage_mass(self.models, ev.model_id, self.P.inherit_defaults)
-        per_node = {m: self._eligible_in(d.datanet for d in self.models[m].datanets) for m, _, _ in nodes}
-        all_ids = sorted({i for ids in per_node.values() for i in ids})
-        if not all_ids:
-            return {}, {}, 0
+    def _lineage(self, model_id: str) -> list[tuple[str, float, int]]:
+        """processors/lineage.py's masses, cached per (model, policy): models never change."""
         P = self.P
-        docs, credit, matched = self.index.attribute(toks, allowed_mask_from(all_ids, len(self.by_idx)),
-                                                     P.span_max_occurrences, P.span_work_budget)
+        key = (model_id, P.fingerprint())
+        nodes = self._lineage_cache.get(key)
+        if nodes is None:
+            nodes = self._lineage_cache[key] = lineage_mass(self.models, model_id, P.inherit_defaults)
+        return nodes
+
+    def _attribute(self, ev: Usage, toks: np.ndarray) -> tuple[dict, dict, dict, int]:
+        """(evidence weights per (contribution idx, via model), pool weights per (datanet,
+        via model), the evidence label per via model, matched output tokens); the weights
+        sum to 1 together (or both are empty: no eligible contribution in the lineage).
+
+        Work: the span query (bounded by the output and the policy's caps), then
+        O(matches + lineage + influence entries); never a pass over the corpus. At most
+        ``attribution_top_k`` contributions keep evidence weight: the strongest by span credit
+        (longest and rarest spans, attribution/spans.py), then by total weight; ties by
+        contribution index (the earlier upload). What a model has no evidence for, or what
+        is cut, goes to its datanets' pools (processors/pools.py) by datanet weight."""
+        P, corpus = self.P, self.corpus
+        nodes = self._lineage(ev.model_id)
+        node_dns: dict[str, list[tuple[str, float]]] = {}
+        for m, _, _ in nodes:
+            dns = [(d.datanet, d.weight) for d in self.models[m].datanets
+                   if d.weight > 0 and corpus.has_eligible(d.datanet)]
+            if dns:
+                node_dns[m] = dns
+        if not node_dns:
+            return {}, {}, {}, 0
+        codes = np.asarray(sorted({corpus.datanet_code[dn] for dns in node_dns.values() for dn, _ in dns}),
+                           dtype=np.int32)
+        s, L, d = self.index.find_spans(toks, corpus.mask(), P.span_max_occurrences, P.span_work_budget)
+        if s.shape[0]:
+            keep = np.isin(corpus.datanet[d], codes)
+            s, L, d = s[keep], L[keep], d[keep]
+        docs, credit, matched = attribute_matches(toks.shape[0], s, L, d, float(self.index.n_docs))
+        k = P.attribution_top_k
+        if docs.shape[0] > k:  # strongest first, the earlier upload on a tie
+            top = np.lexsort((docs, -credit))[:k]
+            docs, credit = docs[top], credit[top]
         span = dict(zip(docs.tolist(), credit.tolist()))
         weights: dict[tuple[int, str], float] = {}
+        pools: dict[tuple[str, str], float] = {}
         evidence: dict[str, str] = {}
         for m, mass, _ in nodes:
-            ids = per_node[m]
-            if not ids:
+            dns = node_dns.get(m)
+            if not dns:
                 continue
-            hits = {i: span[i] for i in ids if i in span}
+            mine = {corpus.datanet_code[dn] for dn, _ in dns}
+            hits = {i: c for i, c in span.items() if int(corpus.datanet[i]) in mine}
             if hits:
                 total, evidence[m] = sum(hits.values()), "span"
-                for i, w in hits.items():
-                    weights[(i, m)] = weights.get((i, m), 0.0) + mass * w / total
-            else:  # no evidence through this model: pro rata over its datanets (by datanet weight)
-                evidence[m] = "pro_rata"
-                dw = {d.datanet: d.weight for d in self.models[m].datanets}
-                counts: dict[str, int] = {}
-                for i in ids:
-                    counts[self.by_idx[i].datanet] = counts.get(self.by_idx[i].datanet, 0) + 1
-                norm = sum(dw[dn] for dn in counts)
-                for i in ids:
-                    dn = self.by_idx[i].datanet
-                    weights[(i, m)] = weights.get((i, m), 0.0) + mass * dw[dn] / norm / counts[dn]
-        total = sum(weights.values())
-        weights = {k: w / total for k, w in weights.items()} if total > 0 else {}
-        if ev.influence and weights:  # the operator's own attribution, over eligible contributions
-            by_cid = {self.by_idx[i].contribution_id: i for i, _ in weights}
-            infl = {by_cid[x.contribution_id]: x.score for x in ev.influence if x.contribution_id in by_cid}
-            isum = sum(infl.values())
-            if isum > 0:
-                mix = self.P.influence_mix if any(e == "span" for e in evidence.values()) else 1.0
-                doc_total: dict[int, float] = {}
-                vias_of: dict[int, list] = {}  # one pass: linear in weights + influence entries
-                for (i, m), w in weights.items():
-                    doc_total[i] = doc_total.get(i, 0.0) + w
-                    vias_of.setdefault(i, []).append(((i, m), w))
-                new = {k: (1 - mix) * w for k, w in weights.items()}
-                for i, sc in infl.items():  # influence flows through the doc's via-models pro rata
-                    for k, w in vias_of[i]:
-                        new[k] += mix * sc / isum * w / doc_total[i]
-                weights = {k: w for k, w in new.items() if w > 0}
-                evidence = {m: (e + "+influence" if mix < 1.0 else "influence") for m, e in evidence.items()}
-        return weights, evidence, matched
+                for i, c in hits.items():
+                    weights[(i, m)] = weights.get((i, m), 0.0) + mass * c / total
+            else:  # no evidence through this model: its datanets' pools, by datanet weight
+                evidence[m] = "pool"
+                norm = sum(w for _, w in dns)
+                for dn, w in dns:
+                    pools[(dn, m)] = pools.get((dn, m), 0.0) + mass * w / norm
+        total = sum(weights.values()) + sum(pools.values())
+        weights = {key: w / total for key, w in weights.items()}
+        pools = {key: w / total for key, w in pools.items()}
+        if ev.influence:
+            self._mix_influence(ev, nodes, node_dns, weights, pools, evidence)
+        return weights, self._cut_to_top_k(weights, pools, k), evidence, int(matched)
+
+    def _mix_influence(self, ev: Usage, nodes, node_dns, weights: dict, pools: dict,
+                       evidence: dict) -> None:
+        """Mix the operator's influence scores in (``influence_mix`` when spans matched, fully
+        otherwise), over eligible contributions of the lineage; each through the lineage
+        models whose datanets hold it, by their mass. In place; O(influence entries)."""
+        corpus, infl = self.corpus, {}
+        mass_of = {m: mass for m, mass, _ in nodes if m in node_dns}
+        dns_of = {m: {dn for dn, _ in dns} for m, dns in node_dns.items()}
+        for x in ev.influence:
+            c = self.contribs.get(x.contribution_id)
+            if c is None or x.score <= 0 or not corpus.eligible[c.idx]:
+                continue
+            vias = [(m, mass) for m, mass in mass_of.items() if c.datanet in dns_of[m]]
+            if vias:
+                prev = infl.get(c.idx, (0.0, vias))
+                infl[c.idx] = (prev[0] + x.score, vias)
+        isum = sum(sc for sc, _ in infl.values())
+        if isum <= 0:
+            return
+        mix = self.P.influence_mix if any(e == "span" for e in evidence.values()) else 1.0
+        for d in (weights, pools):
+            for key in d:
+                d[key] *= 1 - mix
+        for i, (sc, vias) in infl.items():
+            vm = sum(mass for _, mass in vias)
+            for m, mass in vias:
+                weights[(i, m)] = weights.get((i, m), 0.0) + mix * sc / isum * mass / vm
+        for d in (weights, pools):
+            for key in [key for key, w in d.items() if w <= 0]:
+                del d[key]
+        for m, e in list(evidence.items()):
+            evidence[m] = e + "+influence" if mix < 1.0 else "influence"
+
+    def _cut_to_top_k(self, weights: dict, pools: dict, k: int) -> dict:
+        """Keep at most ``k`` contributions in ``weights`` (by total weight, then index);
+        the weight of the others moves to the pool of their datanet. Returns ``pools``."""
+        per_doc: dict[int, float] = {}
+        for (i, _), w in weights.items():
+            per_doc[i] = per_doc.get(i, 0.0) + w
+        if len(per_doc) <= k:
+            return pools
+        keep = set(sorted(per_doc, key=lambda i: (-per_doc[i], i))[:k])
+        for (i, m) in [key for key in weights if key[0] not in keep]:
+            key = (self.by_idx[i].datanet, m)
+            pools[key] = pools.get(key, 0.0) + weights.pop((i, m))
+        return pools
 
     def _usage(self, res: Result, ev: Usage) -> None:
         model = self.models[ev.model_id]
         toks = token_hashes(ev.output)
-        weights, evidence, matched = self._attribute(ev, toks)
+        weights, pools, evidence, matched = self._attribute(ev, toks)
         epoch = self.book.booking_epoch(ev.ts)
         contributors, cweights, per_doc = [], [], {}
         for (i, via), w in sorted(weights.items(), key=lambda kv: (kv[0][0], kv[0][1])):
@@ -124,6 +171,14 @@ class UsageHandlers:
                                      "contributor": c.contributor, "datanet": c.datanet,
                                      "via_model": via, "weight": w, "evidence": evidence[via],
                                      "ts": ev.ts, "event_id": ev.event_id, "seq": self.seq})
+        pooled: dict[str, float] = {}
+        for (dn, via), w in sorted(pools.items()):
+            pooled[dn] = pooled.get(dn, 0.0) + w
+            res.add("attributions", {"request_id": ev.request_id, "model_id": ev.model_id,
+                                     "contribution_id": "", "contributor": pool_account(dn),
+                                     "datanet": dn, "via_model": via, "weight": w,
+                                     "evidence": "pool", "ts": ev.ts, "event_id": ev.event_id,
+                                     "seq": self.seq})
         validators, vweights, fee_w = [], [], self._fee_weight
         for i, wi in sorted(per_doc.items()):
             acc = self._accepting(self.by_idx[i])
@@ -137,10 +192,16 @@ class UsageHandlers:
                               contributors=contributors, contributor_weights=cweights,
                               validators=validators, validator_weights=vweights,
                               treasury=self.P.treasury_account, ref_event_id=ev.event_id,
-                              ts=ev.ts, epoch=epoch, seq=self.seq)
+                              ts=ev.ts, epoch=epoch, seq=self.seq,
+                              pools=[pool_account(dn) for dn in pooled],
+                              pool_weights=list(pooled.values()))
+        paid = {r["account"]: r["amount"] for r in credits if r["role"] == "pool"}
+        for dn, mass in pooled.items():  # the mass counts as evidence even without a fee
+            self.pools.add(dn, paid.get(pool_account(dn), 0), mass)
         labels = set(evidence.values())
-        summary = ("none" if not weights else labels.pop() if len(labels) == 1 else "mixed")
-        lineage = sum(w for (_, via), w in weights.items() if via != ev.model_id)
+        summary = ("none" if not (weights or pools) else labels.pop() if len(labels) == 1 else "mixed")
+        lineage = (sum(w for (_, via), w in weights.items() if via != ev.model_id)
+                   + sum(w for (_, via), w in pools.items() if via != ev.model_id))
         res.add("usage", {"request_id": ev.request_id, "model_id": ev.model_id, "fee": ev.fee,
                           "output_tokens": int(toks.shape[0]), "matched_tokens": matched,
                           "evidence": summary, "contributions": len(per_doc),

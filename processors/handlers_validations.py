@@ -27,6 +27,7 @@ class ValidationHandlers:
             return
         stake = ev.stake if ev.stake is not None else self.P.default_stake
         c.voters[ev.validator] = (ev.verdict, stake)
+        self.corpus.voted[c.idx] = True
         if ev.quality is not None:
             c.qualities.append(ev.quality)
         vi = self.validators(ev.validator)

@@ -4,7 +4,11 @@ Contract: ``fee_credits(...)`` returns rows whose ``amount`` values sum exactly 
 ``fee`` (integer micro-units). Role buckets are split by the configured basis points
 with largest remainder; the contributor bucket by attribution weight; the validator
 bucket by each accepting validator's stake-weighted share of the attributed
-contributions. A bucket with no eligible recipient goes to the protocol treasury
+contributions. The share of the usage with no evidence goes to datanet pools
+(``pools``: account ``pool:<datanet>``, role ``pool``; one entry per datanet, its
+contributor and validator parts together), settled at epoch close (processors/pools.py):
+both the contributor and the validator bucket are split over their recipients and the
+pools by weight. A bucket with no recipient at all goes to the protocol treasury
 (role ``protocol``, reason visible in the ``source`` column staying ``fee``).
 Recipients are ordered by account name before splitting, so ties are deterministic.
 """
@@ -17,7 +21,8 @@ import numpy as np
 
 from attribution.split import split_amount
 
-ROLES = ("contributor", "operator", "validator", "protocol")
+ROLES = ("contributor", "operator", "validator", "protocol", "pool")
+POOL_PREFIX = "pool:"  # pool accounts: pool:<datanet> (no other account may start so)
 
 
 def entry_id(source: str, ref_event_id: str, role: str, account: str) -> str:
@@ -38,7 +43,7 @@ def fee_credits(*, fee: int, shares_bps: tuple[int, int, int, int], operator: st
                 contributors: list[str], contributor_weights: list[float],
                 validators: list[str], validator_weights: list[float],
                 treasury: str, ref_event_id: str, ts: datetime, epoch: int,
-                seq: int) -> list[dict]:
+                seq: int, pools: list[str] = (), pool_weights: list[float] = ()) -> list[dict]:
     rows: list[dict] = []
     if fee == 0:
         return rows
@@ -49,19 +54,19 @@ def fee_credits(*, fee: int, shares_bps: tuple[int, int, int, int], operator: st
         if amount:
             credit[(role, account)] = credit.get((role, account), 0) + int(amount)
 
-    c_names, c_w = _merge(contributors, contributor_weights)
-    if len(c_names) and c_w.sum() > 0:
-        for name, amt in zip(c_names, split_amount(int(buckets[0]), c_w)):
-            add("contributor", name, amt)
-    else:
-        add("protocol", treasury, buckets[0])
+    pools, pool_weights = list(pools), list(pool_weights)
+
+    def bucket(role: str, names: list[str], weights: list[float], amount: int) -> None:
+        names, w = _merge(names + pools, list(weights) + pool_weights)
+        if len(names) and w.sum() > 0:
+            for name, amt in zip(names, split_amount(amount, w)):
+                add("pool" if name.startswith(POOL_PREFIX) else role, name, amt)
+        else:
+            add("protocol", treasury, amount)
+
+    bucket("contributor", contributors, contributor_weights, int(buckets[0]))
     add("operator", operator, buckets[1])
-    v_names, v_w = _merge(validators, validator_weights)
-    if len(v_names) and v_w.sum() > 0:
-        for name, amt in zip(v_names, split_amount(int(buckets[2]), v_w)):
-            add("validator", name, amt)
-    else:
-        add("protocol", treasury, buckets[2])
+    bucket("validator", validators, validator_weights, int(buckets[2]))
     add("protocol", treasury, buckets[3])
     for (role, account), amount in sorted(credit.items(), key=lambda kv: (ROLES.index(kv[0][0]), kv[0][1])):
         rows.append({"entry_id": entry_id("fee", ref_event_id, role, account), "epoch": epoch,

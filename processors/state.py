@@ -47,10 +47,14 @@ class ContributionState:
     qualities: list[float] = field(default_factory=list)
     voters: dict[str, tuple[str, int]] = field(default_factory=dict)  # validator -> (verdict, stake)
     accepting: tuple | None = None  # cache: (len(voters), [(validator, stake weight)])
+    # the core's processors/corpus.py columns, kept current on every status change
+    arrays: object = field(default=None, repr=False, compare=False)
 
     def __setattr__(self, name, value):
         if name == "status" and self.__dict__.get("status") != value:
             _ELIGIBILITY[0] += 1
+            if self.__dict__.get("arrays") is not None:
+                self.arrays.set_status(self.idx, value)
         object.__setattr__(self, name, value)
 
 

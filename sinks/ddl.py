@@ -95,7 +95,8 @@ TABLES: dict[str, Table] = {t.name: t for t in [
     Table("epochs", (
         ("epoch", "UInt32"), ("start", TS), ("end", TS), ("budget", MONEY),
         ("carried_in", MONEY), ("emitted", MONEY), ("carried_out", MONEY),
-        ("fee_rewards", MONEY), ("emission_rewards", MONEY), ("entries", "UInt32"),
+        ("fee_rewards", MONEY), ("emission_rewards", MONEY), ("pool_settled", MONEY),
+        ("pool_carried", MONEY), ("entries", "UInt32"),
         ("merkle_root", "String"), ("policy_fingerprint", "String"), ("seq", "UInt64")),
         "MergeTree", "epoch"),
     Table("deadletter", (

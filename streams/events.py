@@ -13,7 +13,7 @@ import json
 from datetime import datetime, timezone
 from typing import Annotated, Literal, Union
 
-from pydantic import (BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
                       field_validator)
 
 from streams.policy import MAX_FEE_MICRO, MAX_INFLUENCE
@@ -55,6 +55,17 @@ def _text(value: str) -> str:
 
 
 Id = Annotated[str, Field(min_length=1, max_length=256)]
+RESERVED_ACCOUNT_PREFIXES = ("pool:",)  # the ledger's own accounts (processors/pools.py)
+
+
+def _account(v: str) -> str:
+    if v.startswith(RESERVED_ACCOUNT_PREFIXES):
+        raise ValueError(f"account names starting with {RESERVED_ACCOUNT_PREFIXES[0]!r} are "
+                         "reserved for the ledger's datanet pools")
+    return v
+
+
+Account = Annotated[Id, AfterValidator(_account)]
 Unit = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 Micro = Annotated[int, Field(ge=0, le=(1 << 62))]
 Fee = Annotated[int, Field(ge=0, le=MAX_FEE_MICRO)]  # one maximum, shared with the split
@@ -77,7 +88,7 @@ class _Event(BaseModel):
 class Contribution(_Event):
     type: Literal["contribution"]
     contribution_id: Id
-    contributor: Id
+    contributor: Account
     datanet: Id
     kind: Literal["dataset", "annotation", "knowledge", "feedback"]
     content: str
@@ -89,7 +100,7 @@ class Contribution(_Event):
 
 class Validation(_Event):
     type: Literal["validation"]
-    validator: Id
+    validator: Account
     contribution_id: Id
     verdict: Literal["accept", "reject"]
     quality: Unit | None = None
@@ -105,7 +116,7 @@ class DatanetWeight(BaseModel):
 class Model(_Event):
     type: Literal["model"]
     model_id: Id
-    operator: Id
+    operator: Account
     method: Literal["pretrain", "finetune", "lora", "distill", "merge"]
     base_models: list[Id] = []
     datanets: list[DatanetWeight]

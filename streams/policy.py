@@ -91,6 +91,9 @@ class Policy(BaseModel):
     span_max_occurrences: int = Field(16, ge=1)
     span_work_budget: int = Field(2_000_000, ge=1000)
     influence_mix: float = Field(0.3, ge=0.0, le=1.0)
+    # per usage: the contributions credited by evidence (span, influence), strongest first;
+    # what has no evidence (or is cut) goes to the datanet pools (processors/pools.py)
+    attribution_top_k: int = Field(32, ge=1, le=4096)
     inherit_defaults: dict[str, float] = {"pretrain": 0.0, "finetune": 0.5, "lora": 0.7,
                                           "distill": 0.8, "merge": 1.0}
 

@@ -39,10 +39,12 @@ def test_inherit_passes_attribution_up_the_lineage(settings):
         (U, usage("e5", "r", "F", 1_000_000, "Zitat: " + LEGAL_DE, 3)),
     ])
     attr = {(a["contribution_id"], a["via_model"]): (round(a["weight"], 6), a["evidence"]) for a in out.rows["attributions"]}
-    assert attr == {("a", "P"): (0.5, "span"), ("b", "F"): (0.5, "pro_rata")}
+    assert attr == {("a", "P"): (0.5, "span"), ("", "F"): (0.5, "pool")}
     assert out.rows["usage"][0]["lineage_share"] == pytest.approx(0.5)
-    credits = {r["account"]: r["amount"] for r in out.rows["reward_ledger"] if r["role"] == "contributor"}
-    assert credits == {"alice": 350_000, "bob": 350_000}
+    credits = {r["account"]: r["amount"] for r in out.rows["reward_ledger"]
+               if r["role"] in ("contributor", "pool")}
+    # bob's half waits in d-ft's pool with its validator part (no validator voted on a)
+    assert credits == {"alice": 350_000, "pool:d-ft": 350_000 + 50_000}
 
 
 texts = st.lists(st.sampled_from("alpha beta gamma delta epsilon zeta eta theta iota kappa".split()),
@@ -62,7 +64,10 @@ def test_weights_stay_in_lineage_and_credits_are_exact(settings, docs, model_net
     attr = out.rows.get("attributions", [])
     for a in attr:
         assert a["datanet"] in model_nets
-        assert core.contribs[a["contribution_id"]].status != "duplicate"
+        if a["evidence"] == "pool":
+            assert a["contributor"] == "pool:" + a["datanet"] and a["contribution_id"] == ""
+        else:
+            assert core.contribs[a["contribution_id"]].status != "duplicate"
     if attr:
         assert sum(a["weight"] for a in attr) == pytest.approx(1.0)
     assert sum(r["amount"] for r in out.rows.get("reward_ledger", []) if r["source"] == "fee") == fee

@@ -37,13 +37,14 @@ def test_usage_credits_sum_to_fee_and_stay_in_lineage(settings):
     fw = core._validator_weights([("val1", 3_000_000), ("val2", 1_000_000)])
     assert sum(validators.values()) == 50_000 and all(w > 0 for w in fw)
     assert validators["val1"] / 50_000 == pytest.approx(fw[0] / sum(fw), abs=1e-4)
-    # r3 copies medical text, which is outside m-base's lineage: pro rata over legal-de only
+    # r3 copies medical text, which is outside m-base's lineage: legal-de's pool only
     r3 = [a for a in attr if a["request_id"] == "r3"]
-    assert {a["datanet"] for a in r3} == {"legal-de"} and r3[0]["evidence"] == "pro_rata"
+    assert [(a["contributor"], a["datanet"], a["evidence"]) for a in r3] == [("pool:legal-de", "legal-de", "pool")]
     # r0 waited for m-ft (finetune of m-base, inherit 0.5): half through m-base's span
-    # match, half pro rata over m-ft's own datanet (c2 is pending: one reject is not enough)
-    r0 = {(a["contribution_id"], a["via_model"], a["evidence"]): a["weight"] for a in attr if a["request_id"] == "r0"}
-    assert r0 == {("c1", "m-base", "span"): pytest.approx(0.5), ("c2", "m-ft", "pro_rata"): pytest.approx(0.5)}
+    # match, half to m-ft's own datanet's pool (c2 is pending: one reject is not enough)
+    r0 = {(a["contributor"], a["via_model"], a["evidence"]): a["weight"] for a in attr if a["request_id"] == "r0"}
+    assert r0 == {("alice", "m-base", "span"): pytest.approx(0.5),
+                  ("pool:legal-fr", "m-ft", "pool"): pytest.approx(0.5)}
 
 
 def test_waiting_events_are_released_in_order(settings):
@@ -143,8 +144,9 @@ def test_inbox_persists_unreleased_events(settings, sink):
 
 
 def test_eligibility_and_fee_weight_caches_never_stale(settings):
-    """The usage path caches eligible contributions per datanet and validators' fee weights;
-    after every event of a seeded scenario both equal a fresh computation."""
+    """The usage path reads eligibility from numpy columns kept current on status changes,
+    and caches validators' fee weights; after every event of a seeded scenario both equal
+    a fresh computation."""
     from poa.scenario import generate
     from processors.replay import step
     core = Core(settings)
@@ -152,9 +154,12 @@ def test_eligibility_and_fee_weight_caches_never_stale(settings):
     for topic, line in generate(seed=3, scale=0.3).records:
         step(core, topic, line.encode(), 1e10)
         core.release(None)
-        for dn, ids in core.by_datanet.items():
-            fresh = [i for i in ids if core.by_idx[i].status not in ("duplicate", "rejected", "spam")]
-            assert core._eligible_in([dn]) == fresh
+        fresh = [c.status not in ("duplicate", "rejected", "spam") for c in core.by_idx]
+        assert core.corpus.mask().tolist() == fresh
+        for dn in core.by_datanet:
+            ids = [c.idx for c in core.by_idx if c.datanet == dn and fresh[c.idx]]
+            assert core.corpus.eligible_in(dn).tolist() == ids
+            assert core.corpus.has_eligible(dn) == bool(ids)
         for v in core.validators.names:
             assert core._fee_weight(v) == core.ds.fee_weight(core.validators.get(v))
         for c in core.by_idx:

@@ -105,7 +105,7 @@ def test_money_sums_cannot_overflow(engine):
     engine.write({"reward_ledger": rows, "epochs": [{
         "epoch": 1, "start": TS, "end": TS, "budget": 0, "carried_in": 0, "emitted": 0,
         "carried_out": 0, "fee_rewards": 1030 * MAX_FEE_MICRO * 1000, "emission_rewards": 0,
-        "entries": 1030, "merkle_root": "", "policy_fingerprint": "", "seq": 1}]})
+        "pool_settled": 0, "pool_carried": 0, "entries": 1030, "merkle_root": "", "policy_fingerprint": "", "seq": 1}]})
     assert engine.scalar(f"SELECT sum(amount) FROM {db}.reward_ledger") == 1030 * MAX_FEE_MICRO
     assert engine.scalar(f"SELECT fee_rewards FROM {db}.epochs") == 1030 * MAX_FEE_MICRO * 1000
 
