@@ -24,6 +24,9 @@ app.add_typer(emit_app, name="emit")
 from poa.cli_policy import policy_app  # noqa: E402
 
 app.add_typer(policy_app, name="policy")
+from poa.cli_store import store_app  # noqa: E402
+
+app.add_typer(store_app, name="store")
 app.command("report")(report_command)
 console = Console()
 err = Console(stderr=True)

@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     snapshot_every_events: int = 20_000  # 0: no snapshots (restart replays the whole log)
     snapshot_dir: Path | None = None  # default: <store_dir>.snapshots (chdb) or <home>/snapshots
     snapshot_keep: int = 3
+    replay_batch_events: int = 2000  # `poa replay` stores its rows every this many lines
 
     # --- economics (shares of each usage fee, in basis points; must sum to 10_000)
     share_contributors_bps: int = 7000

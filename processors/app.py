@@ -49,6 +49,7 @@ from poa.settings import Settings
 from processors import failpoints
 from processors.core import Core, Result
 from processors.replay import restore
+from processors.snapshots import Snapshots
 from sinks import open_sink
 from sinks.base import Sink, SinkError
 from sinks.lease import Lease, StoreLocked
@@ -96,6 +97,9 @@ class Pipeline:
         self.app: faust.App | None = None
         self.outbox = None  # streams.outbox.TransactionalOutbox, opened by recover_output()
         self.on_fatal = os._exit  # how fatal() ends the process (tests may replace it)
+        self.restored: dict = {}  # how the core was rebuilt at start (snapshot seq, tail, seconds)
+        self.snapshots = (Snapshots.for_settings(settings) if settings.snapshot_every_events > 0
+                          else None)  # processors/snapshots.py
 
     def restore(self) -> int:
         """Schema, the writer lease (refuses while another writer holds the store), then the
@@ -109,7 +113,7 @@ class Pipeline:
         try:
             def rebuild() -> int:
                 self.core = Core(self.s, open_schedule(sink, self.s.policy()))
-                return restore(self.core, sink)
+                return restore(self.core, sink, self.snapshots)
             return sink.retrying(rebuild, "rebuilding the core from the store", log=warn)
         except BaseException:
             lease.release()
@@ -215,6 +219,15 @@ class Pipeline:
                 await asyncio.sleep(delay)
             except Exception as exc:  # FatalSinkError, LeaseLost, a bug: never acknowledge
                 self.fatal(exc)
+
+    def snapshot(self) -> None:
+        """Snapshot the core (every row it produced is stored); a failure is a warning: the
+        previous snapshot, or the whole log, still restores the same state."""
+        try:
+            info = self.snapshots.write(self.core)
+            log.info("snapshot %s: %.1f MiB in %.2fs", info.path.name, info.nbytes / 2**20, info.seconds)
+        except Exception as exc:
+            log.warning("snapshot failed (the previous one stays in use): %s: %s", type(exc).__name__, exc)
 
     def fatal(self, exc: BaseException) -> None:
         """Stop the worker at once, before Faust acknowledges the batch in flight (its
@@ -339,6 +352,8 @@ class Pipeline:
         if await self.publish(res.messages, res.rows) and res.messages:
             # the outbox mark: messages up to this seq are delivered
             await self.write(Result(rows={"outbox": [{"seq": self.core.seq}]}))
+        if self.snapshots is not None and self.snapshots.due(self.core, self.s.snapshot_every_events):
+            self.snapshot()
         self.batches += 1
         self.write_status()
 
@@ -385,6 +400,7 @@ class Pipeline:
                   "processed": st.processed, "deadlettered": st.deadlettered,
                   "redelivered": st.redelivered, "late": st.late, "batches": self.batches,
                   "first_message_unix_s": self.first_message_unix_s, "warmup_s": self.warmup_s,
+                  "restored": self.restored, "snapshot_seq": self.snapshots.last_seq if self.snapshots else 0,
                   "updated_unix_s": time.time()}
         if fatal:
             status["fatal"] = fatal
@@ -404,8 +420,10 @@ def build_app(settings: Settings, sink: Sink | None = None) -> tuple[faust.App, 
     pipe.warmup_s = warm_s
     t0 = time.monotonic()
     n = pipe.restore()
-    log.info("core rebuilt from %d logged events (+%d buffered) in %.1fs", n,
-             len(pipe.core.buffer), time.monotonic() - t0)
+    pipe.restored = {"snapshot_seq": pipe.snapshots.last_seq if pipe.snapshots else 0,
+                     "replayed_events": n, "seconds": round(time.monotonic() - t0, 3)}
+    log.warning("core rebuilt in %.1fs: snapshot at seq %d + %d logged events (+%d buffered)",
+                pipe.restored["seconds"], pipe.restored["snapshot_seq"], n, len(pipe.core.buffer))
     pipe.write_status()
     app = faust.App(
         settings.worker_id,

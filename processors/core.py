@@ -75,7 +75,8 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
         self.schedule = schedule or PolicySchedule.single(settings.policy())
         base = self.schedule.base  # structural fields: fixed for the store's life
         self._registries: dict[str, KeyRegistry] = {}
-        self.log_source: Callable[[], Iterable[tuple]] | None = None  # the store's committed log
+        # the store's committed log after a seq (what a rebuild after a handler error replays)
+        self.log_source: Callable[[int], Iterable[tuple]] | None = None
         self._unwritten: list[dict] = []  # events rows not yet written (see written())
         self._replaying = False
         self._applying: tuple[str, object] | None = None  # the event a handler is applying
@@ -84,7 +85,10 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
         # accepted by their record-time bounds, which a replay cannot re-judge
         self.log_order = False
         self.seq = 0
+        self.last_key = ""  # the events-table key logged at ``seq``
         self.restored_seq = 0  # seq of the last event rebuilt from the store's log
+        # the state of the newest usable snapshot at or before a seq (see _rebuild)
+        self.snapshot_base: Callable[[int], dict | None] | None = None
         self.last_ts = EPOCH0
         self.seen: set[str] = set()
         self.digests: dict[str, int] = {}  # event id -> digest of its canonical payload
@@ -295,9 +299,12 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
         self._unwritten = [r for r in self._unwritten if r["seq"] <= seq]
         log.warning("rebuilding the core's state from the log up to seq %d after a handler error", seq)
         fresh = type(self)(self.s, self.schedule)
-        fresh.log_source = self.log_source
-        committed = self.log_source() if self.log_source is not None else ()
-        last = [0]
+        fresh.log_source, fresh.snapshot_base = self.log_source, self.snapshot_base
+        base = self.snapshot_base(seq) if self.snapshot_base is not None else None
+        if base is not None:  # the newest snapshot at or before seq, then the log after it
+            fresh.load_snapshot_state(base)
+        committed = self.log_source(fresh.seq) if self.log_source is not None else ()
+        last = [fresh.seq]
 
         def rows():
             for r in committed:
@@ -366,19 +373,46 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
             self._refresh_statuses(res, ev)
         self._expire_waiting(res, ev.ts)
 
-    def replay_log(self, rows) -> int:
-        """Rebuild state from ``events`` rows (seq, event_id, type, topic, ts, payload) in seq order."""
+    def replay_log(self, rows, out: Result | None = None) -> int:
+        """Rebuild state from ``events`` rows (seq, event_id, type, topic, ts, payload) in seq
+        order; ``out`` (optional) collects the rows this produces (to verify a snapshot's tail)."""
         self._replaying = True
         try:
-            return self._replay_log(rows)
+            return self._replay_log(rows, out)
         finally:
             self._replaying = False
 
-    def _replay_log(self, rows) -> int:
+    # ------------------------------------------------------------------ snapshots
+    # not log-derived (or rebuilt on load): left out of a snapshot (processors/snapshots.py)
+    _TRANSIENT = frozenset({
+        "s", "schedule", "_registries", "log_source", "snapshot_base", "_unwritten",
+        "_replaying", "_applying", "_storm", "log_order", "buffer", "buffered", "_inbox_new",
+        "marks", "max_seen_ts", "restored_seq", "_lineage_cache", "_fee_w", "_fee_w_version"})
+
+    def snapshot_state(self) -> dict:
+        """The state derived from the log up to :attr:`seq` (every row of it stored): what a
+        snapshot keeps. Events buffered but not processed are left out (the inbox has them)."""
+        if self._unwritten:
+            raise RuntimeError(f"{len(self._unwritten)} logged events are not stored yet: a "
+                               "snapshot must only hold what the store holds")
+        state = {k: v for k, v in self.__dict__.items() if k not in self._TRANSIENT}
+        if self.buffered:
+            state["seen"] = self.seen - self.buffered.keys()
+            state["digests"] = {k: v for k, v in self.digests.items() if k not in self.buffered}
+        return state
+
+    def load_snapshot_state(self, state: dict) -> None:
+        """Become the core a snapshot was taken of (on a fresh core, same schedule)."""
+        self.__dict__.update(state)
+        self.book.schedule = self.schedule
+        self.max_seen_ts = None if self.last_ts == EPOCH0 else self.last_ts
+        self.stats.waiting = len(self._waiting_key)
+
+    def _replay_log(self, rows, out: Result | None = None) -> int:
         n = 0
         for seq, event_id, etype, topic, ts, payload in rows:
             if etype == "invalid":
-                self.seq = seq
+                self.seq, self.last_key = seq, event_id
                 self.seen.add(event_id)
                 if ":" not in event_id or not event_id.split(":", 1)[0] in _KEY_PREFIXES:
                     self.digests[event_id] = digest(_bytes(payload))  # an event refused at release
@@ -393,7 +427,7 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
                 self.seen.add(ev.event_id)
                 self.digests[ev.event_id] = digest(_bytes(payload))
                 self.released_key = order_key(ev) if self.released_key is None else max(order_key(ev), self.released_key)
-                self._accept(Result(), topic, ev)
+                self._accept(out if out is not None else Result(), topic, ev)
                 if self.seq != seq:
                     raise RuntimeError(f"event log diverged at seq {seq} ({event_id}): "
                                        f"replay produced seq {self.seq}")
@@ -415,6 +449,7 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
     def _log(self, res: Result, key: str, etype: str, topic: str, ts: datetime,
              payload: bytes, status: str) -> None:
         self.seq += 1
+        self.last_key = key
         self.seen.add(key)
         self.stats.processed += 1
         self.stats.by_type[etype] = self.stats.by_type.get(etype, 0) + 1

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import timedelta
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from poa.settings import Settings
 from processors.core import Core, Result
+from processors.snapshots import SnapshotError, Snapshots
 from sinks.base import Sink
 from sinks.lease import Lease
 from sinks.policy_log import open_schedule
@@ -33,16 +35,63 @@ def topic_of(line: bytes) -> str:
         return REPLAY_TOPIC
 
 
-def restore(core: Core, sink: Sink) -> int:
-    """Remove orphans of an interrupted batch, rebuild the core's state from the log,
-    and buffer again the events received but not yet processed (the inbox). The caller
-    holds the store's writer lease (sinks/lease.py)."""
-    sink.recover()
-    n = core.replay_log(sink.load_log())
+def restore(core: Core, sink: Sink, snapshots: Snapshots | None = None) -> int:
+    """Remove orphans of an interrupted batch, rebuild the core's state (the newest usable
+    snapshot, then the log after it; processors/snapshots.py), and buffer again the events
+    received but not yet processed (the inbox). Returns the number of log rows replayed.
+    The caller holds the store's writer lease (sinks/lease.py)."""
+    last = sink.recover()
+    n = _from_snapshot(core, sink, snapshots, last) if snapshots is not None else None
+    if n is None:
+        n = core.replay_log(sink.load_log())
     core.load_inbox(sink.load_inbox())
     sink.prune_inbox()
     core.log_source = sink.load_log  # what a rebuild after a handler error replays
+    if snapshots is not None:
+        core.snapshot_base = lambda seq: _state_at(snapshots, seq)
     return n
+
+
+def _from_snapshot(core: Core, sink: Sink, snapshots: Snapshots, last_seq: int) -> int | None:
+    """Load the newest usable snapshot into ``core`` and replay the log after it, checking
+    that the tail reproduces the stored ledger rows; None: no usable snapshot (``core`` is
+    left fresh)."""
+    snapshots.clean_temporary()
+    for info in snapshots.list():
+        t0 = time.perf_counter()
+        try:
+            if info.seq > last_seq or sink.logged_key(info.seq) != info.event_id:
+                raise SnapshotError(f"seq {info.seq} ({info.event_id}) is not in this store's log "
+                                    f"(last seq {last_seq})")
+            snapshots.check_schedule(info, core.schedule)
+            core.load_snapshot_state(snapshots.read(info))
+            tail = Result()
+            n = core.replay_log(sink.load_log(info.seq), tail)
+            produced = sorted((r["entry_id"], int(r["amount"])) for r in tail.rows.get("reward_ledger", []))
+            stored = sink.ledger_after(info.seq)
+            if produced != stored:
+                raise SnapshotError(f"the {n} events after it produce {len(produced)} ledger rows "
+                                    f"that differ from the {len(stored)} stored")
+        except SnapshotError as exc:
+            snapshots.set_aside(info, str(exc))
+            core.__init__(core.s, core.schedule)
+            continue
+        snapshots.last_seq, snapshots.last_open = info.seq, core.book.open
+        log.info("core restored from snapshot %s (seq %d) + %d logged events in %.2fs",
+                 info.path.name, info.seq, n, time.perf_counter() - t0)
+        return n
+    return None
+
+
+def _state_at(snapshots: Snapshots, seq: int) -> dict | None:
+    """State of the newest readable snapshot at or before ``seq`` (a rebuild's base)."""
+    for info in snapshots.list():
+        if info.seq <= seq:
+            try:
+                return snapshots.read(info)
+            except SnapshotError:
+                continue
+    return None
 
 
 def iter_lines(path: Path) -> Iterable[bytes]:
@@ -76,7 +125,8 @@ def process_all(settings: Settings, lines: Iterable[tuple[str, bytes]]) -> tuple
 
 
 def replay(lines: Iterable[tuple[str, bytes]], core: Core, sink: Sink, batch_events: int = 2000,
-           on_progress: Callable[[int], None] | None = None, in_order: bool = False) -> None:
+           on_progress: Callable[[int], None] | None = None, in_order: bool = False,
+           snapshots: Snapshots | None = None, snapshot_every: int = 0) -> None:
     """Process (topic, raw) pairs through ``core`` and write them to ``sink`` in batches.
 
     One source: an event is released once an event ``settings.order_lateness_s``
@@ -84,7 +134,8 @@ def replay(lines: Iterable[tuple[str, bytes]], core: Core, sink: Sink, batch_eve
     in :func:`processors.order.order_key` order, like the worker merging partitions;
     everything is released at the end. ``in_order``: the lines are a processing log (the
     ``events`` table's payloads by ``seq``): each is processed at once, in file order, which
-    reproduces that run's ledger and epoch roots exactly.
+    reproduces that run's ledger and epoch roots exactly. ``snapshots``: after a batch is
+    stored, a snapshot is written when one is due (:meth:`Snapshots.due`), and at the end.
     """
     batch, n = Result(), 0
     lateness_s = core.schedule.base.order_lateness_s
@@ -101,18 +152,23 @@ def replay(lines: Iterable[tuple[str, bytes]], core: Core, sink: Sink, batch_eve
             sink.write_retrying(batch.rows, log=log.warning)
             core.written()
             batch = Result()
+            if snapshots is not None and snapshots.due(core, snapshot_every):
+                snapshots.write(core)
             if on_progress:
                 on_progress(n)
     batch.extend(core.release(None))
     core.inbox_rows()
     sink.write_retrying(batch.rows, log=log.warning)
     core.written()
+    if snapshots is not None and snapshot_every > 0 and core.seq > snapshots.last_seq:
+        snapshots.write(core)
     if on_progress:
         on_progress(n)
 
 
 def replay_into(records: Iterable[tuple[str, bytes]], settings: Settings, sink: Sink,
-                on_progress: Callable[[int], None] | None = None, in_order: bool = False) -> Core:
+                on_progress: Callable[[int], None] | None = None, in_order: bool = False,
+                snapshot_at_end: bool = False) -> Core:
     """The whole audited path without Kafka: schema, the store's writer lease (refused while
     a worker or another replay writes the store), the core rebuilt from the store's log, then
     ``records`` processed and written in batches; the lease is released at the end."""
@@ -120,13 +176,19 @@ def replay_into(records: Iterable[tuple[str, bytes]], settings: Settings, sink: 
     lease = Lease(sink, ttl_s=settings.store_lease_ttl_s)
     sink.retrying(lease.acquire, "taking the writer lease", log=log.warning)
     try:
+        snaps = Snapshots.for_settings(settings) if settings.snapshot_every_events > 0 else None
+
         def rebuild() -> Core:
             c = Core(settings, open_schedule(sink, settings.policy()))
-            restore(c, sink)
+            restore(c, sink, snaps)
             return c
         core = sink.retrying(rebuild, "rebuilding the core from the store", log=log.warning)
         core.restored_seq = core.seq
-        replay(records, core, sink, on_progress=on_progress, in_order=in_order)
+        replay(records, core, sink, batch_events=settings.replay_batch_events,
+               on_progress=on_progress, in_order=in_order,
+               snapshots=snaps, snapshot_every=settings.snapshot_every_events)
+        if snaps is not None and snapshot_at_end and core.seq > 0 and snaps.last_seq != core.seq:
+            snaps.write(core)
     finally:
         lease.release()
     return core

@@ -322,6 +322,17 @@ class Sink(ABC):
             self.command(f"ALTER TABLE {db}.inbox DELETE WHERE {done} SETTINGS mutations_sync = 2")
         return n
 
+    def logged_key(self, seq: int) -> str | None:
+        """The events-table key logged at ``seq`` (None: no such row)."""
+        _, rows = self.query(f"SELECT event_id FROM {self.database}.events WHERE seq = {int(seq)} LIMIT 1")
+        return rows[0][0] if rows else None
+
+    def ledger_after(self, seq: int) -> list[tuple[str, int]]:
+        """(entry_id, amount) of the stored ledger rows with ``seq`` above ``seq``, sorted."""
+        _, rows = self.query(f"SELECT entry_id, toString(amount) FROM {self.database}.reward_ledger "
+                             f"WHERE seq > {int(seq)} ORDER BY entry_id, amount")
+        return [(e, int(a)) for e, a in rows]
+
     def load_inbox(self) -> list[tuple]:
         """Received but unprocessed events: (event_id, topic, payload) in event-time order."""
         db = self.database
@@ -329,9 +340,9 @@ class Sink(ABC):
                              f"(SELECT event_id FROM {db}.events) ORDER BY ts, event_id")
         return rows
 
-    def load_log(self, batch_rows: int = 10_000) -> Iterator[tuple]:
-        """The event log in seq order: (seq, event_id, type, topic, ts, payload)."""
-        last = 0
+    def load_log(self, after_seq: int = 0, batch_rows: int = 10_000) -> Iterator[tuple]:
+        """The event log after ``after_seq`` in seq order: (seq, event_id, type, topic, ts, payload)."""
+        last = int(after_seq)
         while True:
             _, rows = self.query(
                 f"SELECT seq, event_id, type, topic, ts, payload FROM {self.database}.events "

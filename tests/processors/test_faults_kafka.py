@@ -233,3 +233,34 @@ def test_restart_after_sigkill_does_not_wait_out_the_session(kafka_bootstrap, ch
         assert len(members) == 1 and members[0][1] == "worker-0" and members[0][0] != old_member, members
     finally:
         assert w.stop() == 0
+
+
+def test_worker_restarted_from_a_snapshot_after_a_kill_mid_write(kafka_bootstrap, ch_http, sink, tmp_path,
+                                                                 workload, uninterrupted):
+    """The worker snapshots every 200 events; a SIGKILL half-way through its third snapshot
+    write leaves the second in use: the restarted worker loads it, replays only the log after
+    it, and ends with the uninterrupted run's ledger, epoch roots and reward stream."""
+    reset_topics(kafka_bootstrap, 3)
+    produce_records(kafka_bootstrap, workload)
+    group = "poa-test-" + uuid.uuid4().hex[:8]
+    snaps = tmp_path / "snaps"
+    env = dict(POA_WORKER_BATCH_MAX="50", POA_SNAPSHOT_EVERY_EVENTS="200", POA_SNAPSHOT_DIR=str(snaps))
+    w = start(tmp_path, kafka_bootstrap, ch_http, sink, group, POA_FAILPOINTS="kill:snapshot@3", **env)
+    deadline = time.monotonic() + 300
+    while w.alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert w.stop() == -signal.SIGKILL, w.log_tail()
+    kept = sorted(snaps.glob("snap-*.poa"))
+    assert len(kept) == 2 and len(list(snaps.glob(".snap-*.tmp-*"))) == 1
+    second = int(kept[-1].stem.split("-")[1])
+    assert events_done(sink) < uninterrupted[0].seq  # killed mid-run
+    w = start(tmp_path, kafka_bootstrap, ch_http, sink, group, **env)
+    try:
+        w.wait_until(lambda: w.status().get("restored"), what="the start-up rebuild")
+        restored = w.status()["restored"]
+        wait_done(w, sink, uninterrupted[0].seq)
+    finally:
+        assert w.stop() == 0
+    assert restored["snapshot_seq"] == second  # the second snapshot, then only the log after it
+    assert restored["replayed_events"] < uninterrupted[0].seq - second
+    check(sink, kafka_bootstrap, uninterrupted)

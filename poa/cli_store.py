@@ -1,0 +1,78 @@
+"""``poa store info|snapshot``: what a store holds and its core snapshots.
+
+Registered by poa/cli.py: ``app.add_typer(store_app, name="store")``.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+store_app = typer.Typer(no_args_is_help=True, help="The store: its log, its snapshots.")
+console = Console()
+err = Console(stderr=True)
+STORE_OPT = typer.Option(None, "--store", help="embedded store (default: settings)")
+
+
+@store_app.command("info")
+def info(store: Path | None = STORE_OPT) -> None:
+    """The store's log and ledger sizes, and its snapshots (age, size, seq, usable or not)."""
+    from poa.cli import _settings
+    from processors.snapshots import Snapshots
+    from sinks import open_sink
+    s = _settings(store)
+    sink = open_sink(s)
+    try:
+        sink.ensure_schema()
+        db = sink.database
+        last = sink.last_seq()
+        console.print(f"store: {s.store_path if s.store_engine == 'chdb' else s.clickhouse_url} "
+                      f"(database {db}): {last:,} logged events, "
+                      f"{int(sink.scalar(f'SELECT count() FROM {db}.reward_ledger') or 0):,} ledger rows, "
+                      f"{int(sink.scalar(f'SELECT count() FROM {db}.epochs') or 0):,} closed epochs")
+        snaps = Snapshots.for_settings(s)
+        listed = snaps.list() if snaps.dir.exists() else []
+        console.print(f"snapshots: {snaps.dir} (one every {s.snapshot_every_events:,} events and at "
+                      f"each epoch close; keeping {s.snapshot_keep})")
+        if not listed:
+            console.print("  none: a restart replays the whole log")
+            return
+        t = Table("file", "seq", "events after it", "age", "MiB", "in this store's log")
+        now = time.time()
+        for x in listed:
+            mine = x.seq <= last and sink.logged_key(x.seq) == x.event_id
+            t.add_row(x.path.name, f"{x.seq:,}", f"{max(0, last - x.seq):,}",
+                      _age(now - x.created_unix), f"{x.nbytes / 2**20:.1f}", "yes" if mine else "[red]no[/]")
+        console.print(t)
+    finally:
+        sink.close()
+
+
+@store_app.command("snapshot")
+def snapshot(store: Path | None = STORE_OPT) -> None:
+    """Write a snapshot now (takes the store's writer lease: not while a worker runs)."""
+    from poa.cli import _settings
+    from processors.replay import replay_into
+    s = _settings(store)
+    if s.snapshot_every_events <= 0:
+        s = s.model_copy(update={"snapshot_every_events": 1})
+    from sinks import open_sink
+    sink = open_sink(s)
+    try:
+        core = replay_into(iter(()), s, sink, snapshot_at_end=True)
+    except Exception as exc:
+        err.print(f"[red]poa store snapshot:[/] {exc}")
+        raise typer.Exit(1)
+    finally:
+        sink.close()
+    console.print(f"snapshot of seq {core.seq:,} written to {s.snapshot_path}")
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
