@@ -50,6 +50,7 @@ from processors.handlers_validations import ValidationHandlers
 from processors.intake import IntakeChecks, digest
 from processors.messages import deadletter_message, reward_message
 from processors.order import Watermarks, order_key
+from processors.seen import SeenIds
 from processors.spam import SpamGuard
 from streams import topics
 from streams.policy import Policy, PolicySchedule
@@ -90,9 +91,10 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
         # the state of the newest usable snapshot at or before a seq (see _rebuild)
         self.snapshot_base: Callable[[int], dict | None] | None = None
         self.last_ts = EPOCH0
-        self.seen: set[str] = set()
-        self.digests: dict[str, int] = {}  # event id -> digest of its canonical payload
-        self.requests: dict[str, str] = {}  # request id -> event id that reported it
+        # every event id and log key seen, with the digest of an event's canonical payload
+        # (bounded memory, exact: processors/seen.py); the request ids reported by usages
+        self.ids = SeenIds()
+        self.requests = SeenIds()
         self._waiting_models: dict[str, str] = {}  # waiting model id -> the base it waits for
         self._wait_heap: list[tuple[datetime, str]] = []  # (ts, event id) of waiting events
         self.contribs: dict[str, ContributionState] = {}
@@ -169,8 +171,8 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
             return res
         payload = encode(ev)
         d = digest(payload)
-        known = self.digests.get(ev.event_id)
-        if known is not None or ev.event_id in self.seen:
+        known = self.ids.get(ev.event_id)
+        if known is not None or ev.event_id in self.ids:
             same = known is None or known == d
             self.marks.observe(source, ev.ts if same else None, caught_up, progress=False)
             if same:
@@ -186,7 +188,7 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
             self._refuse(res, f"refused:{d:016x}", ev.event_id, topic, reason, payload, "rejected")
             return res
         self.marks.observe(source, ev.ts, caught_up)
-        self.digests[ev.event_id] = d
+        self.ids.add(ev.event_id, d)
         self._buffer(topic, ev)
         self._inbox_new.append(ev.event_id)
         return res
@@ -194,7 +196,7 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
     def _refuse(self, res: Result, key: str, event_id: str, topic: str, reason: str,
                 payload: bytes, status: str) -> None:
         """Log and dead-letter a message under ``key`` (once: a re-delivery is ignored)."""
-        if key in self.seen:
+        if key in self.ids:
             self.stats.redelivered += 1
             return
         self.stats.rejected += status != "invalid"
@@ -205,13 +207,13 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
         """Dead-letter a message whose processing raised (a bug), keeping its payload."""
         res = Result()
         key = "error:" + hashlib.blake2b(topic.encode() + b"\0" + raw, digest_size=12).hexdigest()
-        if key not in self.seen:
+        if key not in self.ids:
             self._log(res, key, "invalid", topic, self.last_ts, _stored(raw), "error")
             self._deadletter(res, key, topic, f"internal error: {type(exc).__name__}: {exc}", raw)
         return res
 
     def _buffer(self, topic: str, ev) -> None:
-        self.seen.add(ev.event_id)
+        self.ids.add(ev.event_id)
         key = order_key(ev)
         if self.released_key is not None and key < self.released_key:
             self.stats.late += 1
@@ -318,7 +320,7 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
             raise RuntimeError(f"rebuilding the core after a handler error reached seq {fresh.seq}, "
                                f"not {seq}: the log and the core disagree")
         keep = {k: getattr(self, k) for k in ("buffer", "buffered", "_inbox_new", "marks",
-                                               "max_seen_ts", "seen", "digests", "stats",
+                                               "max_seen_ts", "ids", "stats",
                                                "_unwritten", "_storm")}
         waiting = len(fresh._waiting_key)
         self.__dict__.update(fresh.__dict__)
@@ -332,6 +334,13 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
             self._unwritten = []
         else:
             self._unwritten = [r for r in self._unwritten if r["seq"] > upto_seq]
+        self.compact_ids()
+
+    def compact_ids(self) -> None:
+        """Compact the seen ids and request ids when due (processors/seen.py); the ids of
+        buffered events stay recent, so a snapshot can leave them out."""
+        self.ids.compact(self.buffered)
+        self.requests.compact()
 
     def inbox_rows(self) -> list[dict]:
         """Rows for the ``inbox`` table: events that arrived since the last call and are
@@ -396,9 +405,8 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
             raise RuntimeError(f"{len(self._unwritten)} logged events are not stored yet: a "
                                "snapshot must only hold what the store holds")
         state = {k: v for k, v in self.__dict__.items() if k not in self._TRANSIENT}
-        if self.buffered:
-            state["seen"] = self.seen - self.buffered.keys()
-            state["digests"] = {k: v for k, v in self.digests.items() if k not in self.buffered}
+        if self.buffered:  # compaction keeps buffered ids recent (see written())
+            state["ids"] = self.ids.without(self.buffered.keys())
         return state
 
     def load_snapshot_state(self, state: dict) -> None:
@@ -413,34 +421,36 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
         for seq, event_id, etype, topic, ts, payload in rows:
             if etype == "invalid":
                 self.seq, self.last_key = seq, event_id
-                self.seen.add(event_id)
                 if ":" not in event_id or not event_id.split(":", 1)[0] in _KEY_PREFIXES:
-                    self.digests[event_id] = digest(_bytes(payload))  # an event refused at release
+                    self.ids.add(event_id, digest(_bytes(payload)))  # an event refused at release
+                else:
+                    self.ids.add(event_id)
                 if event_id.startswith(QUARANTINE_PREFIX):  # its id stays seen: a re-delivery
-                    self.seen.add(event_id[len(QUARANTINE_PREFIX):])  # changes nothing
-                    self.digests[event_id[len(QUARANTINE_PREFIX):]] = digest(_bytes(payload))
-                    self._drop_waiting(event_id[len(QUARANTINE_PREFIX):])
+                    quarantined = event_id[len(QUARANTINE_PREFIX):]  # changes nothing
+                    self.ids.add(quarantined, digest(_bytes(payload)))
+                    self._drop_waiting(quarantined)
                 self.stats.deadlettered += 1
                 self.stats.processed += 1
             else:
                 ev = decode_event(_bytes(payload))
-                self.seen.add(ev.event_id)
-                self.digests[ev.event_id] = digest(_bytes(payload))
+                self.ids.add(ev.event_id, digest(_bytes(payload)))
                 self.released_key = order_key(ev) if self.released_key is None else max(order_key(ev), self.released_key)
                 self._accept(out if out is not None else Result(), topic, ev)
                 if self.seq != seq:
                     raise RuntimeError(f"event log diverged at seq {seq} ({event_id}): "
                                        f"replay produced seq {self.seq}")
             n += 1
+            if n % 4096 == 0:
+                self.compact_ids()
         return n
 
     def load_inbox(self, rows) -> int:
         """Buffer again the stored, not yet processed events: (event_id, topic, payload)."""
         n = 0
         for event_id, topic, payload in rows:
-            if event_id not in self.seen:
+            if event_id not in self.ids:
                 ev = decode_event(_bytes(payload))
-                self.digests[ev.event_id] = digest(encode(ev))
+                self.ids.add(ev.event_id, digest(encode(ev)))
                 self._buffer(topic, ev)
                 n += 1
         return n
@@ -450,7 +460,7 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
              payload: bytes, status: str) -> None:
         self.seq += 1
         self.last_key = key
-        self.seen.add(key)
+        self.ids.add(key)
         self.stats.processed += 1
         self.stats.by_type[etype] = self.stats.by_type.get(etype, 0) + 1
         row = {"seq": self.seq, "event_id": key, "type": etype, "topic": topic, "ts": ts,

@@ -115,10 +115,9 @@ class IntakeChecks:
             if cycle := self._lineage_cycle(ev):
                 return f"model {ev.model_id!r} closes a lineage cycle: {' -> '.join(cycle)}"
         elif isinstance(ev, Usage):
-            first = self.requests.get(ev.request_id)
-            if first is not None:
+            if ev.request_id in self.requests:
                 return (f"duplicate report: request_id {ev.request_id!r} was already reported by "
-                        f"event {first!r}; an inference is billed once")
+                        "an earlier event; an inference is billed once")
         elif isinstance(ev, Validation):
             c = self.contribs.get(ev.contribution_id)
             if c is not None and ev.validator in c.voters:
@@ -146,7 +145,7 @@ class IntakeChecks:
     def _register_admitted(self, ev, missing: str | None) -> None:
         """State an admitted event claims at once (so later duplicates are refused)."""
         if isinstance(ev, Usage):
-            self.requests[ev.request_id] = ev.event_id
+            self.requests.add(ev.request_id)
         if missing is not None:
             heapq.heappush(self._wait_heap, (ev.ts, ev.event_id))
 

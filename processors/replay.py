@@ -17,7 +17,7 @@ from pathlib import Path
 
 from poa.settings import Settings
 from processors.core import Core, Result
-from processors.snapshots import SnapshotError, Snapshots
+from processors.snapshots import SnapshotError, Snapshots, code_fingerprint
 from sinks.base import Sink
 from sinks.lease import Lease
 from sinks.policy_log import open_schedule
@@ -64,6 +64,7 @@ def _from_snapshot(core: Core, sink: Sink, snapshots: Snapshots, last_seq: int) 
                 raise SnapshotError(f"seq {info.seq} ({info.event_id}) is not in this store's log "
                                     f"(last seq {last_seq})")
             snapshots.check_schedule(info, core.schedule)
+            snapshots.check_code(info, core)
             core.load_snapshot_state(snapshots.read(info))
             tail = Result()
             n = core.replay_log(sink.load_log(info.seq), tail)
@@ -86,7 +87,7 @@ def _from_snapshot(core: Core, sink: Sink, snapshots: Snapshots, last_seq: int) 
 def _state_at(snapshots: Snapshots, seq: int) -> dict | None:
     """State of the newest readable snapshot at or before ``seq`` (a rebuild's base)."""
     for info in snapshots.list():
-        if info.seq <= seq:
+        if info.seq <= seq and info.header.get("code") == code_fingerprint():
             try:
                 return snapshots.read(info)
             except SnapshotError:

@@ -9,15 +9,20 @@ events buffered but not processed, which the store's inbox holds). One file each
     MAGIC (8 bytes) | header length (4 bytes, big endian) | header (JSON) | body (pickle)
 
 The header holds the format version, ``seq``, the ``event_id`` logged at ``seq``, the
-policy schedule's fingerprints (effective epoch, fingerprint), the open epoch, the body's
-length and BLAKE2b-256 checksum, and the creation time (informational). A file is
+policy schedule's fingerprints (effective epoch, fingerprint), the open epoch, the code
+fingerprint (a hash of the sources of the packages whose objects a snapshot holds:
+attribution/, processors/, streams/) and the state's attribute names, the body's length
+and BLAKE2b-256 checksum, and the creation time (informational). A snapshot written by
+other code is never loaded (its objects may not mean the same): after an upgrade the first
+start replays the whole log once, then snapshots again. A file is
 written under a temporary name, flushed and fsynced, then renamed (atomic on POSIX) and
 the directory fsynced: a crash (SIGKILL included) at any point leaves either the new
 snapshot complete or no trace of it but a temporary file, which is ignored and removed.
 
 Start (:func:`processors.replay.restore`): the newest snapshot that is intact (magic,
 length, checksum, version), belongs to this store (its ``seq`` is logged with the same
-``event_id``) and to this policy schedule (same policies up to its open epoch) is loaded,
+``event_id``), to this policy schedule (same policies up to its open epoch) and to this
+code (same code fingerprint and state attributes) is loaded,
 then only the log after ``seq`` is replayed, and the ledger rows that tail produces must
 equal the stored ones (entry ids and amounts). Any failure: a warning, that snapshot is
 set aside (renamed ``*.bad``) and the previous one is tried, down to the whole log.
@@ -61,6 +66,21 @@ class SnapshotInfo:
     seconds: float = 0.0  # time to write (write) or load (load)
 
 
+_CODE: list[str] = []
+
+
+def code_fingerprint() -> str:
+    """Hash of the sources of attribution/, processors/ and streams/ (computed once)."""
+    if not _CODE:
+        root = Path(__file__).resolve().parents[1]
+        h = hashlib.blake2b(digest_size=16)
+        for pkg in ("attribution", "processors", "streams"):
+            for f in sorted((root / pkg).glob("*.py")):
+                h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+        _CODE.append(h.hexdigest())
+    return _CODE[0]
+
+
 def schedule_entries(schedule) -> list[list]:
     return [[int(e), p.fingerprint()] for e, p in schedule.entries]
 
@@ -93,6 +113,7 @@ class Snapshots:
         body = pickle.dumps(state, protocol=5)
         header = {"format": FORMAT, "seq": core.seq, "event_id": core.last_key,
                   "schedule": schedule_entries(core.schedule), "open_epoch": core.book.open,
+                  "code": code_fingerprint(), "state_keys": sorted(state),
                   "body_bytes": len(body), "blake2b": hashlib.blake2b(body, digest_size=32).hexdigest(),
                   "created_unix": time.time()}
         head = json.dumps(header, sort_keys=True).encode()
@@ -162,6 +183,14 @@ class Snapshots:
             os.replace(info.path, info.path.with_suffix(".bad"))
         except OSError:
             pass
+
+    @staticmethod
+    def check_code(info: SnapshotInfo, core) -> None:
+        """The snapshot was written by this code, with this core's state attributes."""
+        if info.header.get("code") != code_fingerprint():
+            raise SnapshotError("written by another version of the code")
+        if info.header.get("state_keys") != sorted(core.snapshot_state()):
+            raise SnapshotError("its state has other attributes than this core's")
 
     @staticmethod
     def check_schedule(info: SnapshotInfo, schedule) -> None:

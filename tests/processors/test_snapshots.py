@@ -155,3 +155,16 @@ def test_sigkill_during_a_snapshot_write_keeps_the_previous_one(lines, tmp_path,
     got = (q("SELECT entry_id, epoch, account, role, source, toString(amount), ref_event_id FROM reward_ledger ORDER BY entry_id"),
            q("SELECT epoch, merkle_root FROM epochs ORDER BY epoch"))
     assert got == tuple([tuple(r) for r in part] for part in reference)
+
+
+def test_a_snapshot_written_by_other_code_is_not_loaded(lines, tmp_path, sink, reference, caplog, monkeypatch):
+    import processors.snapshots as snapmod
+    s = _settings(tmp_path)
+    cut = len(lines) // 2
+    monkeypatch.setattr(snapmod, "_CODE", ["an older release"])
+    replay_into(lines[:cut], s, sink)
+    monkeypatch.setattr(snapmod, "_CODE", [])
+    with caplog.at_level(logging.INFO):
+        replay_into(lines[cut:], s, sink)
+    assert "written by another version of the code" in caplog.text and not _restored(caplog)
+    assert (ledger(sink), roots(sink)) == reference
