@@ -50,7 +50,7 @@ WATCH_POINTS: dict[str, str] = {
 # with validator_ are about validators (contribution_id empty), not contributions.
 SPAM_STATUSES = "('duplicate', 'spam', 'rejected')"
 CLUSTER_REASONS = "(f.reason IN ('exact_duplicate', 'near_duplicate') OR f.reason LIKE '%farm%')"
-NO_EVIDENCE = "('pro_rata', 'none')"
+NO_EVIDENCE = "('pool', 'none')"
 
 
 class GrafanaExtraMissing(RuntimeError):
@@ -174,12 +174,23 @@ ECONOMICS = DashboardSpec(
         _p("Rewards by role and source", "barchart", """
             SELECT role,
                    sumIf(amount, source = 'fee') / 1e6 AS fee_funded_tokens,
+                   sumIf(amount, source = 'pool') / 1e6 AS pool_settled_tokens,
                    sumIf(amount, source = 'emission') / 1e6 AS emission_funded_tokens
             FROM reward_ledger
             WHERE $__timeFilter(ts)
             GROUP BY role
-            ORDER BY role""", "role fee_funded_tokens emission_funded_tokens", w=12,
-           unit="short", options=(("x_field", "role"), ("stacking", "normal"))),
+            ORDER BY role""", "role fee_funded_tokens pool_settled_tokens emission_funded_tokens", w=12,
+           unit="short", options=(("x_field", "role"), ("stacking", "normal")),
+           description="pool_settled: usage fees with no evidence, paid out of the datanet pools at "
+                       "epoch close (the pool role's own column is the settlement debit)."),
+        _p("Datanet pools per epoch", "table", """
+            SELECT epoch, toString(start) AS epoch_start, pool_settled / 1e6 AS settled_tokens,
+                   pool_carried / 1e6 AS carried_tokens, fee_rewards / 1e6 AS fee_tokens
+            FROM epochs
+            WHERE $__timeFilter(start)
+            ORDER BY epoch""", "epoch epoch_start settled_tokens carried_tokens fee_tokens", w=12,
+           description="Pool balances settled over each datanet's eligible contributions at close "
+                       "(by distinct token windows), and what stayed for the next epoch."),
         _p("Rewards by role over time", "timeseries", """
             SELECT $__timeInterval(ts) AS time, toString(role) AS role, sum(amount) / 1e6 AS tokens
             FROM reward_ledger
@@ -190,13 +201,15 @@ ECONOMICS = DashboardSpec(
             SELECT account,
                    arrayStringConcat(arraySort(groupUniqArray(toString(role))), ', ') AS roles,
                    sumIf(amount, source = 'fee') / 1e6 AS fee_funded_tokens,
+                   sumIf(amount, source = 'pool') / 1e6 AS pool_settled_tokens,
                    sumIf(amount, source = 'emission') / 1e6 AS emission_funded_tokens,
                    sum(amount) / 1e6 AS total_tokens
             FROM reward_ledger
             WHERE $__timeFilter(ts)
             GROUP BY account
             ORDER BY total_tokens DESC, account
-            LIMIT 20""", "account roles fee_funded_tokens emission_funded_tokens total_tokens", w=12, h=10),
+            LIMIT 20""", "account roles fee_funded_tokens pool_settled_tokens emission_funded_tokens total_tokens",
+           w=12, h=10),
         _p("Concentration of contributor rewards (Gini, HHI, top-10 share)", "stat", f"""
             SELECT
 {_CONCENTRATION}
@@ -276,7 +289,8 @@ ATTRIBUTION = DashboardSpec(
             GROUP BY time, evidence
             ORDER BY time, evidence""", "time evidence requests", w=12,
            description="span: output text matched contributed text; influence: the operator's own "
-                       "scores; pro_rata: no evidence, split over the lineage's datanets; mixed: "
+                       "scores; pool: no evidence, to the lineage's datanet pools (settled at "
+                       "epoch close); mixed: "
                        "different evidence through different lineage models; none: nothing eligible."),
         _p("Evidence mix by model", "table", """
             SELECT model_id, count() AS requests,
@@ -284,13 +298,13 @@ ATTRIBUTION = DashboardSpec(
                    countIf(evidence = 'span+influence') AS span_and_influence,
                    countIf(evidence = 'influence') AS influence,
                    countIf(evidence = 'mixed') AS mixed,
-                   countIf(evidence = 'pro_rata') AS pro_rata,
+                   countIf(evidence = 'pool') AS pool,
                    countIf(evidence = 'none') AS none
             FROM usage
             WHERE $__timeFilter(ts)
             GROUP BY model_id
             ORDER BY model_id""",
-           "model_id requests span span_and_influence influence mixed pro_rata none", w=12),
+           "model_id requests span span_and_influence influence mixed pool none", w=12),
         _p("Usage with no evidence", "stat", f"""
             SELECT countIf(evidence IN {NO_EVIDENCE}) AS requests_without_evidence,
                    round(countIf(evidence IN {NO_EVIDENCE}) / nullIf(count(), 0), 4) AS share_without_evidence,
@@ -299,7 +313,8 @@ ATTRIBUTION = DashboardSpec(
             WHERE $__timeFilter(ts)""",
            "requests_without_evidence share_without_evidence fee_tokens_without_evidence", w=8, h=5,
            description="Requests whose output matched no contributed span and carried no influence "
-                       "scores: their contributor share is split pro rata (or goes to the treasury)."),
+                       "scores: their contributor and validator share went to the datanet pools, "
+                       "settled at epoch close (or to the treasury when nothing was eligible)."),
         _p("Usage with no evidence over time", "timeseries", f"""
             SELECT $__timeInterval(ts) AS time,
                    countIf(evidence NOT IN {NO_EVIDENCE}) AS with_evidence,

@@ -220,11 +220,17 @@ def _economics(st: Store) -> str:
             UNION ALL SELECT toDateTime64(toStartOfHour(ts), 3, 'UTC'), 0, 0, count()
             FROM {db}.validations GROUP BY 1)
         GROUP BY h ORDER BY h""")
-    roles = st.rows("SELECT role, sumIf(amount, source = 'fee') / 1e6, sumIf(amount, source = 'emission') / 1e6 "
-                    "FROM {db}.reward_ledger GROUP BY role ORDER BY role")
+    # fee-funded = fee credits + pool settlements (both paid by usage); the pool role's own
+    # rows are balances in transit (fee credits in, the settlement debit out)
+    roles = st.rows("SELECT role, sumIf(amount, source IN ('fee', 'pool')) / 1e6, sumIf(amount, source = 'emission') / 1e6, "
+                    "sumIf(amount, source = 'pool') / 1e6 FROM {db}.reward_ledger WHERE role != 'pool' "
+                    "GROUP BY role ORDER BY role")
     top = st.rows("SELECT account, arrayStringConcat(arraySort(groupUniqArray(toString(role))), ', '), "
-                  "sumIf(amount, source = 'fee') / 1e6, sumIf(amount, source = 'emission') / 1e6, "
-                  "sum(amount) / 1e6 AS t FROM {db}.reward_ledger GROUP BY account ORDER BY t DESC, account LIMIT 15")
+                  "sumIf(amount, source IN ('fee', 'pool')) / 1e6, sumIf(amount, source = 'emission') / 1e6, "
+                  "sum(amount) / 1e6 AS t, sumIf(amount, source = 'pool') / 1e6 FROM {db}.reward_ledger "
+                  "WHERE role != 'pool' GROUP BY account ORDER BY t DESC, account LIMIT 15")
+    pools = st.one("SELECT sumIf(amount, source = 'pool' AND role != 'pool') / 1e6, "
+                   "sumIf(amount, role = 'pool') / 1e6 FROM {db}.reward_ledger") or (0.0, 0.0)
     contrib = [r[0] for r in st.rows("SELECT sum(amount) / 1e6 AS t FROM {db}.reward_ledger WHERE role = 'contributor' "
                                      "GROUP BY account HAVING t > 0 ORDER BY t, any(account)")]
     gini, hhi, top10 = concentration(contrib)
@@ -232,6 +238,8 @@ def _economics(st: Store) -> str:
     emission_total = sum(r[2] for r in roles)
     both = fee_total + emission_total
     out = [stats([("fee-funded credits (tokens)", fmt_num(fee_total)),
+                  ("of which settled from datanet pools", fmt_num(pools[0])),
+                  ("pool balance carried (tokens)", fmt_num(pools[1])),
                   ("emission-funded credits (tokens)", fmt_num(emission_total)),
                   ("usage-funded share", fmt_pct(fee_total / both if both else None))])]
     cats = [r[1].strftime("%Y-%m-%d") for r in epochs]
@@ -252,7 +260,8 @@ def _economics(st: Store) -> str:
         [("fee-funded (tokens)", [r[1] for r in roles]), ("emission-funded (tokens)", [r[2] for r in roles])],
         stacked=True)))
     out.append(figure("Top earners", hbar_chart("Top earners", [r[0] for r in top[:10]], [r[4] for r in top[:10]])
-                      + table(["account", "roles", "fee-funded", "emission-funded", "total (tokens)"], top)))
+                      + table(["account", "roles", "fee-funded", "emission-funded", "total (tokens)",
+                               "of which from pools"], top)))
     out.append(figure("Concentration of contributor rewards",
                       stats([("Gini", fmt_num(gini, 3)), ("HHI", fmt_num(hhi, 3)), ("top-10 share", fmt_pct(top10)),
                              ("contributors paid", fmt_num(len(contrib)))])
@@ -293,7 +302,7 @@ def _attribution(st: Store) -> str:
         GROUP BY m.model_id, m.method, m.base_models, m.inherit ORDER BY m.model_id""")
     evidence = st.rows("SELECT evidence, count() AS n FROM {db}.usage GROUP BY evidence ORDER BY n DESC, evidence")
     by_model = st.rows("SELECT model_id, count(), countIf(evidence = 'span'), countIf(evidence = 'span+influence'), "
-                       "countIf(evidence = 'influence'), countIf(evidence = 'mixed'), countIf(evidence = 'pro_rata'), "
+                       "countIf(evidence = 'influence'), countIf(evidence = 'mixed'), countIf(evidence = 'pool'), "
                        "countIf(evidence = 'none') FROM {db}.usage GROUP BY model_id ORDER BY model_id")
     none_n, none_share, none_fee = st.one(
         f"SELECT countIf(evidence IN {NO_EVIDENCE}), countIf(evidence IN {NO_EVIDENCE}) / nullIf(count(), 0), "
@@ -312,13 +321,14 @@ def _attribution(st: Store) -> str:
                "Share of each request's attribution credited through an ancestor model's datanets."),
         figure("Evidence mix", hbar_chart("Evidence mix", [r[0] for r in evidence], [r[1] for r in evidence],
                                           color=PALETTE[5])
-               + table(["model", "requests", "span", "span+influence", "influence", "mixed", "pro rata", "none"],
+               + table(["model", "requests", "span", "span+influence", "influence", "mixed", "pool", "none"],
                        by_model)),
         figure("Usage with no evidence", stats([("requests without evidence", fmt_num(none_n)),
                                                 ("share of requests", fmt_pct(none_share)),
                                                 ("their fees (tokens)", fmt_num(none_fee))]),
-               "No matched span and no influence scores: the contributor share went pro rata over "
-               "the lineage's datanets (or to the treasury when nothing was eligible)."),
+               "No matched span and no influence scores: the contributor and validator share went to "
+               "the lineage's datanet pools, settled at epoch close over their eligible "
+               "contributions (or to the treasury when nothing was eligible)."),
     ]
     return _section("Attribution", out)
 

@@ -25,6 +25,37 @@ from streams import topics
 from streams.events import Model, Usage
 
 
+def covered_tokens(m: int, s: np.ndarray, L: np.ndarray) -> int:
+    """Output tokens (of ``m``) covered by at least one match (start ``s``, length ``L``)."""
+    cov = np.zeros(m + 1, dtype=np.int64)
+    np.add.at(cov, s, 1)
+    np.add.at(cov, s + L, -1)
+    return int((np.cumsum(cov[:m]) > 0).sum())
+
+
+def top_spans(m: int, s: np.ndarray, L: np.ndarray, d: np.ndarray, n_docs: int,
+              fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The matches of the ``ceil(fraction * m)`` best distinct spans of an ``m``-token output.
+
+    A span is an (output start, length) pair; the matches (s, L, d) with the same pair are
+    its occurrences in contributions. Score: ``length * ln(1 + n_docs / occurrences)``
+    (longer and rarer first, the per-token weight of attribution/spans.py); ties by start,
+    then length. So the evidence a usage keeps is bounded by its output (OLMoTrace keeps
+    the top 0.05 L spans), not by how many contributions repeat a common phrase."""
+    key = s * (m + 1) + L
+    uniq, inv, cnt = np.unique(key, return_inverse=True, return_counts=True)
+    n_keep = max(1, int(np.ceil(fraction * m)))
+    if uniq.shape[0] <= n_keep:
+        return s, L, d
+    length = (uniq % (m + 1)).astype(np.float64)
+    score = length * np.log1p(n_docs / cnt)
+    best = np.lexsort((uniq, -score))[:n_keep]
+    chosen = np.zeros(uniq.shape[0], dtype=np.bool_)
+    chosen[best] = True
+    sel = chosen[inv.ravel()]
+    return s[sel], L[sel], d[sel]
+
+
 class UsageHandlers:
     def _model(self, res: Result, ev: Model) -> None:
         if ev.model_id in self.models:
@@ -41,9 +72,10 @@ class UsageHandlers:
         self._release(res, "model:" + ev.model_id)
 
     def _lineage(self, model_id: str) -> list[tuple[str, float, int]]:
-        """processors/lineage.py's masses, cached per (model, policy): models never change."""
+        """processors/lineage.py's masses, cached per (model, policy): models never change
+        (the schedule's policy objects live as long as the core, so their id is a key)."""
         P = self.P
-        key = (model_id, P.fingerprint())
+        key = (model_id, id(P))
         nodes = self._lineage_cache.get(key)
         if nodes is None:
             nodes = self._lineage_cache[key] = lineage_mass(self.models, model_id, P.inherit_defaults)
@@ -55,8 +87,9 @@ class UsageHandlers:
         sum to 1 together (or both are empty: no eligible contribution in the lineage).
 
         Work: the span query (bounded by the output and the policy's caps), then
-        O(matches + lineage + influence entries); never a pass over the corpus. At most
-        ``attribution_top_k`` contributions keep evidence weight: the strongest by span credit
+        O(matches + lineage + influence entries); never a pass over the corpus. Evidence:
+        the best ``span_top_fraction`` of the output's distinct spans (:func:`top_spans`),
+        then at most ``attribution_top_k`` contributions: the strongest by span credit
         (longest and rarest spans, attribution/spans.py), then by total weight; ties by
         contribution index (the earlier upload). What a model has no evidence for, or what
         is cut, goes to its datanets' pools (processors/pools.py) by datanet weight."""
@@ -73,10 +106,13 @@ class UsageHandlers:
         codes = np.asarray(sorted({corpus.datanet_code[dn] for dns in node_dns.values() for dn, _ in dns}),
                            dtype=np.int32)
         s, L, d = self.index.find_spans(toks, corpus.mask(), P.span_max_occurrences, P.span_work_budget)
+        matched = 0
         if s.shape[0]:
             keep = np.isin(corpus.datanet[d], codes)
             s, L, d = s[keep], L[keep], d[keep]
-        docs, credit, matched = attribute_matches(toks.shape[0], s, L, d, float(self.index.n_docs))
+            matched = covered_tokens(toks.shape[0], s, L)
+            s, L, d = top_spans(toks.shape[0], s, L, d, self.index.n_docs, P.span_top_fraction)
+        docs, credit, _ = attribute_matches(toks.shape[0], s, L, d, float(self.index.n_docs))
         k = P.attribution_top_k
         if docs.shape[0] > k:  # strongest first, the earlier upload on a tie
             top = np.lexsort((docs, -credit))[:k]

@@ -94,6 +94,9 @@ class Policy(BaseModel):
     # per usage: the contributions credited by evidence (span, influence), strongest first;
     # what has no evidence (or is cut) goes to the datanet pools (processors/pools.py)
     attribution_top_k: int = Field(32, ge=1, le=4096)
+    # per usage: the matched spans kept as evidence, ceil(fraction x output tokens) (at least
+    # one), the longest and rarest first (OLMoTrace keeps the top 0.05 L spans)
+    span_top_fraction: float = Field(0.05, gt=0.0, le=1.0)
     inherit_defaults: dict[str, float] = {"pretrain": 0.0, "finetune": 0.5, "lora": 0.7,
                                           "distill": 0.8, "merge": 1.0}
 

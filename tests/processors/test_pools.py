@@ -1,10 +1,13 @@
 """Top-K evidence and datanet pools: bounded rows per usage, exact settlement, no split gain."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from support.events_factory import LEGAL_DE, MEDICAL, contribution, model, usage, validation
 
+from attribution.span_kernels import attribute_matches
 from attribution.spans import SpanIndex, allowed_mask_from
 from attribution.text import token_hashes
 from poa.scenario import generate
@@ -115,7 +118,7 @@ def _matching_corpus(n):
     return docs, output
 
 
-@pytest.mark.parametrize("k", [1, 3, 8])
+@pytest.mark.parametrize("k", [1, 3, 5, 32])
 def test_top_k_keeps_the_strongest_evidence_and_stays_in_lineage(settings, k):
     s = settings.model_copy(update={"attribution_top_k": k})
     docs, output = _matching_corpus(12)
@@ -127,12 +130,21 @@ def test_top_k_keeps_the_strongest_evidence_and_stays_in_lineage(settings, k):
     attr = out.rows["attributions"]
     ev = [a for a in attr if a["evidence"] == "span"]
     assert 0 < len(ev) <= k and all(a["datanet"] == "d" for a in attr)
-    # brute force: the span credits over the lineage's eligible contributions, strongest k
+    # brute force: the lineage's eligible matches, the best ceil(5% x output) distinct spans
+    # (length x ln(1 + N / occurrences)), their credits, the strongest k contributions
     idx = SpanIndex(s.span_min_tokens)
     for c in core.by_idx:
         idx.add(c.idx, token_hashes(docs[c.idx]))
     allowed = [c.idx for c in core.by_idx if c.datanet == "d"]
-    ids, w, _ = idx.attribute(token_hashes(output), allowed_mask_from(allowed, len(docs)))
+    out_toks = token_hashes(output)
+    ss, LL, dd = idx.find_spans(out_toks, allowed_mask_from(allowed, len(docs)))
+    occ: dict[tuple[int, int], int] = {}
+    for a, b in zip(ss.tolist(), LL.tolist()):
+        occ[(a, b)] = occ.get((a, b), 0) + 1
+    n_keep = math.ceil(0.05 * len(out_toks))
+    kept = sorted(occ, key=lambda sp: (-sp[1] * math.log1p(len(docs) / occ[sp]), sp))[:n_keep]
+    sel = np.asarray([(a, b) in kept for a, b in zip(ss.tolist(), LL.tolist())])
+    ids, w, _ = attribute_matches(len(out_toks), ss[sel], LL[sel], dd[sel], float(len(docs)))
     best = sorted(zip(ids.tolist(), w.tolist()), key=lambda x: (-x[1], x[0]))[:k]
     assert sorted(a["contribution_id"] for a in ev) == sorted(f"c{i}" for i, _ in best)
     ledger = out.rows["reward_ledger"]
@@ -186,3 +198,22 @@ def test_pool_weight_counts_distinct_windows():
     assert pool_weight(toks, w) == len({tuple(toks[i:i + w]) for i in range(len(toks) - w + 1)})
     assert pool_weight(np.concatenate([toks, toks]), w) < 2 * pool_weight(toks, w)  # repeats add ~nothing
     assert pool_weight(toks[:3], w) == 1 and pool_weight(toks[:0], w) == 0
+
+
+def test_settled_credits_have_inclusion_proofs(settings, sink):
+    """`poa proof` covers pool settlements: write the rows to a real store, prove alice's
+    settlement credit against the stored root, and check the proof."""
+    from processors.audit import build_proof, verify_proof
+    core, out = process_all(settings, _close([
+        (C, contribution("e1", "a", "alice", "d", LEGAL_DE, 0)),
+        (M, model("e2", "M", "op", ["d"], minute=1)),
+        (U, usage("e3", "r1", "M", 3_000_000, "no span in common with any upload", 2)),
+    ]))
+    sink.write(out.rows)
+    epoch = out.rows["epochs"][0]["epoch"]
+    doc = build_proof(sink, "alice", epoch)
+    assert sorted(p["entry"]["source"] for p in doc["proofs"]) == ["emission", "pool"]
+    assert verify_proof(doc) == []
+    settled = next(p for p in doc["proofs"] if p["entry"]["source"] == "pool")
+    settled["entry"]["amount"] += 1  # a forged amount does not verify
+    assert verify_proof(doc) != []

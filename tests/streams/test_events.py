@@ -1,4 +1,7 @@
 import json
+from datetime import datetime, timedelta, timezone
+
+from hypothesis import given, settings, strategies as st
 
 import pytest
 
@@ -86,3 +89,12 @@ def test_json_schema_lists_all_types():
     text = json.dumps(json_schema())
     for name in ("Contribution", "Validation", "Model", "Usage"):
         assert name in text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 30),
+                    timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=5, minutes=30)),
+                                               timezone(timedelta(hours=-8))])))
+def test_format_ts_is_the_strftime_form(ts):
+    from streams.events import format_ts
+    assert format_ts(ts) == ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
