@@ -220,11 +220,13 @@ class Pipeline:
             except Exception as exc:  # FatalSinkError, LeaseLost, a bug: never acknowledge
                 self.fatal(exc)
 
-    def snapshot(self) -> None:
-        """Snapshot the core (every row it produced is stored); a failure is a warning: the
-        previous snapshot, or the whole log, still restores the same state."""
+    async def snapshot(self) -> None:
+        """Snapshot the core (every row it produced is stored) in a thread: the caller holds
+        the lock, so nothing changes the core meanwhile, and the event loop (Kafka heartbeats,
+        the lease) stays responsive. A failure is a warning: the previous snapshot, or the
+        whole log, still restores the same state."""
         try:
-            info = self.snapshots.write(self.core)
+            info = await asyncio.to_thread(self.snapshots.write, self.core)
             log.info("snapshot %s: %.1f MiB in %.2fs", info.path.name, info.nbytes / 2**20, info.seconds)
         except Exception as exc:
             log.warning("snapshot failed (the previous one stays in use): %s: %s", type(exc).__name__, exc)
@@ -353,7 +355,7 @@ class Pipeline:
             # the outbox mark: messages up to this seq are delivered
             await self.write(Result(rows={"outbox": [{"seq": self.core.seq}]}))
         if self.snapshots is not None and self.snapshots.due(self.core, self.s.snapshot_every_events):
-            self.snapshot()
+            await self.snapshot()
         self.batches += 1
         self.write_status()
 

@@ -136,7 +136,7 @@ def replay(lines: Iterable[tuple[str, bytes]], core: Core, sink: Sink, batch_eve
     everything is released at the end. ``in_order``: the lines are a processing log (the
     ``events`` table's payloads by ``seq``): each is processed at once, in file order, which
     reproduces that run's ledger and epoch roots exactly. ``snapshots``: after a batch is
-    stored, a snapshot is written when one is due (:meth:`Snapshots.due`), and at the end.
+    stored, a snapshot is written when one is due (:meth:`Snapshots.due`), the end included.
     """
     batch, n = Result(), 0
     lateness_s = core.schedule.base.order_lateness_s
@@ -161,7 +161,7 @@ def replay(lines: Iterable[tuple[str, bytes]], core: Core, sink: Sink, batch_eve
     core.inbox_rows()
     sink.write_retrying(batch.rows, log=log.warning)
     core.written()
-    if snapshots is not None and snapshot_every > 0 and core.seq > snapshots.last_seq:
+    if snapshots is not None and snapshots.due(core, snapshot_every):
         snapshots.write(core)
     if on_progress:
         on_progress(n)

@@ -315,6 +315,8 @@ class Sink(ABC):
         """Delete inbox rows of events already logged (processed, refused or quarantined);
         returns how many there were. Unprocessed events stay."""
         db = self.database
+        if not int(self.scalar(f"SELECT count() FROM {db}.inbox") or 0):
+            return 0  # nothing to prune: no scan of the log
         done = (f"event_id IN (SELECT event_id FROM {db}.events) OR "
                 f"concat('quarantine:', event_id) IN (SELECT event_id FROM {db}.events)")
         n = int(self.scalar(f"SELECT count() FROM {db}.inbox WHERE {done}") or 0)
@@ -336,6 +338,8 @@ class Sink(ABC):
     def load_inbox(self) -> list[tuple]:
         """Received but unprocessed events: (event_id, topic, payload) in event-time order."""
         db = self.database
+        if not int(self.scalar(f"SELECT count() FROM {db}.inbox") or 0):
+            return []
         _, rows = self.query(f"SELECT event_id, topic, payload FROM {db}.inbox WHERE event_id NOT IN "
                              f"(SELECT event_id FROM {db}.events) ORDER BY ts, event_id")
         return rows

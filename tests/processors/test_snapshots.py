@@ -64,10 +64,11 @@ def test_restart_from_a_snapshot_replays_only_the_tail(lines, tmp_path, sink, re
     cut = len(lines) * 3 // 5
     replay_into(lines[:cut], s, sink)
     snaps = Snapshots.for_settings(s).list()
-    assert len(snaps) == s.snapshot_keep and snaps[0].seq == sink.last_seq()
+    tail = sink.last_seq() - snaps[0].seq
+    assert len(snaps) == s.snapshot_keep and 0 <= tail < s.snapshot_every_events
     with caplog.at_level(logging.INFO, logger="poa.replay"):
         core = replay_into(lines[cut:], s, sink)
-    assert _restored(caplog) and f"(seq {snaps[0].seq}) + 0 logged events" in _restored(caplog)[0]
+    assert _restored(caplog) and f"(seq {snaps[0].seq}) + {tail} logged events" in _restored(caplog)[0]
     assert core.restored_seq == snaps[0].seq
     assert (ledger(sink), roots(sink)) == reference
 
@@ -168,3 +169,32 @@ def test_a_snapshot_written_by_other_code_is_not_loaded(lines, tmp_path, sink, r
         replay_into(lines[cut:], s, sink)
     assert "written by another version of the code" in caplog.text and not _restored(caplog)
     assert (ledger(sink), roots(sink)) == reference
+
+
+def test_a_quarantine_rebuild_starts_from_the_newest_snapshot(lines, tmp_path, sink, chdb_path, monkeypatch):
+    """A handler error rebuilds the core from the newest snapshot plus the log after it (not
+    the whole log); the ledger equals a run without snapshots that quarantined the same event."""
+    import processors.replay as replay_mod
+    from processors import failpoints
+    cut = len(lines) // 2
+    victim = next(json.loads(raw)["event_id"] for t, raw in lines[cut + 200:] if t == "poa.usage")
+    monkeypatch.setattr(failpoints, "ACTIVE", {("apply", victim)})
+    bases = []
+    orig = replay_mod._state_at
+
+    def spy(snaps, seq):
+        state = orig(snaps, seq)
+        bases.append(None if state is None else state["seq"])
+        return state
+    monkeypatch.setattr(replay_mod, "_state_at", spy)
+    s = _settings(tmp_path)
+    replay_into(lines[:cut], s, sink)
+    core = replay_into(lines[cut:], s, sink)
+    assert core.stats.quarantined == 1 and bases and bases[0] is not None and bases[0] > 0
+    plain = ChdbSink(chdb_path, sink.database + "_plain")
+    try:
+        replay_into(lines, _settings(tmp_path / "plain", every=0), plain)
+        assert (ledger(sink), roots(sink)) == (ledger(plain), roots(plain))
+        assert sink.scalar(f"SELECT count() FROM {sink.database}.events WHERE event_id = 'quarantine:{victim}'") == 1
+    finally:
+        plain.close()
