@@ -34,26 +34,36 @@ def covered_tokens(m: int, s: np.ndarray, L: np.ndarray) -> int:
 
 
 def top_spans(m: int, s: np.ndarray, L: np.ndarray, d: np.ndarray, n_docs: int,
-              fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+              fraction: float, first_source: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The matches of the ``ceil(fraction * m)`` best distinct spans of an ``m``-token output.
 
     A span is an (output start, length) pair; the matches (s, L, d) with the same pair are
     its occurrences in contributions. Score: ``length * ln(1 + n_docs / occurrences)``
     (longer and rarer first, the per-token weight of attribution/spans.py); ties by start,
     then length. So the evidence a usage keeps is bounded by its output (OLMoTrace keeps
-    the top 0.05 L spans), not by how many contributions repeat a common phrase."""
+    the top 0.05 L spans), not by how many contributions repeat a common phrase.
+    ``first_source``: a kept span credits only its earliest source, the contribution with
+    the lowest index (the first upload processed): later copies of a text earn nothing
+    through the spans they share with it, and the evidence of a usage is at most one
+    contribution per kept span."""
     key = s * (m + 1) + L
     uniq, inv, cnt = np.unique(key, return_inverse=True, return_counts=True)
     n_keep = max(1, int(np.ceil(fraction * m)))
-    if uniq.shape[0] <= n_keep:
-        return s, L, d
-    length = (uniq % (m + 1)).astype(np.float64)
-    score = length * np.log1p(n_docs / cnt)
-    best = np.lexsort((uniq, -score))[:n_keep]
-    chosen = np.zeros(uniq.shape[0], dtype=np.bool_)
-    chosen[best] = True
-    sel = chosen[inv.ravel()]
-    return s[sel], L[sel], d[sel]
+    if uniq.shape[0] > n_keep:
+        length = (uniq % (m + 1)).astype(np.float64)
+        score = length * np.log1p(n_docs / cnt)
+        best = np.lexsort((uniq, -score))[:n_keep]
+        chosen = np.zeros(uniq.shape[0], dtype=np.bool_)
+        chosen[best] = True
+        sel = chosen[inv.ravel()]
+        s, L, d, key = s[sel], L[sel], d[sel], key[sel]
+    if first_source and s.shape[0]:
+        order = np.lexsort((d, key))  # by span, then contribution index
+        first = np.ones(order.shape[0], dtype=np.bool_)
+        first[1:] = key[order][1:] != key[order][:-1]
+        keep = order[first]
+        s, L, d = s[keep], L[keep], d[keep]
+    return s, L, d
 
 
 class UsageHandlers:
@@ -111,7 +121,8 @@ class UsageHandlers:
             keep = np.isin(corpus.datanet[d], codes)
             s, L, d = s[keep], L[keep], d[keep]
             matched = covered_tokens(toks.shape[0], s, L)
-            s, L, d = top_spans(toks.shape[0], s, L, d, self.index.n_docs, P.span_top_fraction)
+            s, L, d = top_spans(toks.shape[0], s, L, d, self.index.n_docs, P.span_top_fraction,
+                                P.span_first_source)
         docs, credit, _ = attribute_matches(toks.shape[0], s, L, d, float(self.index.n_docs))
         k = P.attribution_top_k
         if docs.shape[0] > k:  # strongest first, the earlier upload on a tie

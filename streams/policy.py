@@ -97,6 +97,8 @@ class Policy(BaseModel):
     # per usage: the matched spans kept as evidence, ceil(fraction x output tokens) (at least
     # one), the longest and rarest first (OLMoTrace keeps the top 0.05 L spans)
     span_top_fraction: float = Field(0.05, gt=0.0, le=1.0)
+    # a kept span credits only its earliest source (the first upload that contains it)
+    span_first_source: bool = True
     inherit_defaults: dict[str, float] = {"pretrain": 0.0, "finetune": 0.5, "lora": 0.7,
                                           "distill": 0.8, "merge": 1.0}
 

@@ -217,3 +217,34 @@ def test_settled_credits_have_inclusion_proofs(settings, sink):
     settled = next(p for p in doc["proofs"] if p["entry"]["source"] == "pool")
     settled["entry"]["amount"] += 1  # a forged amount does not verify
     assert verify_proof(doc) != []
+
+
+def test_a_shared_span_credits_its_earliest_source_only(settings):
+    """A later upload that repeats a passage of an earlier one (not a near duplicate as a
+    whole) earns nothing through that passage: the first source gets the span's credit."""
+    words = PROSE.split()
+    original = " ".join(words[:60])
+    copy = " ".join(words[:14] + MEDICAL.split())  # 14 shared words, then other text
+    core, out = process_all(settings, [
+        (C, contribution("e1", "orig", "alice", "d", original, 0)),
+        (C, contribution("e2", "copy", "mallory", "d", copy, 1)),
+        (M, model("e3", "M", "op", ["d"], minute=2)),
+        (U, usage("e4", "r", "M", 1_000_000, "As quoted: " + " ".join(words[:14]), 3)),
+    ])
+    assert core.contribs["copy"].status == "pending"  # eligible: the rule, not a flag, decides
+    attr = [(a["contribution_id"], a["evidence"]) for a in out.rows["attributions"]]
+    assert attr == [("orig", "span")]
+    paid = {r["account"] for r in out.rows["reward_ledger"] if r["role"] == "contributor"}
+    assert paid == {"alice"}
+    off = settings.model_copy(update={"policy_file": None})
+    from streams.policy import PolicySchedule
+    from processors.core import Core
+    from processors.replay import step
+    both = Core(off, PolicySchedule.single(off.policy().model_copy(update={"span_first_source": False})))
+    for t, raw in [(C, contribution("e1", "orig", "alice", "d", original, 0)),
+                   (C, contribution("e2", "copy", "mallory", "d", copy, 1)),
+                   (M, model("e3", "M", "op", ["d"], minute=2)),
+                   (U, usage("e4", "r", "M", 1_000_000, "As quoted: " + " ".join(words[:14]), 3))]:
+        step(both, t, raw)
+    res = both.release(None)
+    assert {a["contribution_id"] for a in res.rows["attributions"]} == {"orig", "copy"}  # without the rule
