@@ -222,7 +222,7 @@ class UsageHandlers:
         for (dn, via), w in sorted(pools.items()):
             pooled[dn] = pooled.get(dn, 0.0) + w
             res.add("attributions", {"request_id": ev.request_id, "model_id": ev.model_id,
-                                     "contribution_id": "", "contributor": pool_account(dn),
+                                     "contribution_id": pool_account(dn), "contributor": pool_account(dn),
                                      "datanet": dn, "via_model": via, "weight": w,
                                      "evidence": "pool", "ts": ev.ts, "event_id": ev.event_id,
                                      "seq": self.seq})

@@ -39,7 +39,7 @@ def test_inherit_passes_attribution_up_the_lineage(settings):
         (U, usage("e5", "r", "F", 1_000_000, "Zitat: " + LEGAL_DE, 3)),
     ])
     attr = {(a["contribution_id"], a["via_model"]): (round(a["weight"], 6), a["evidence"]) for a in out.rows["attributions"]}
-    assert attr == {("a", "P"): (0.5, "span"), ("", "F"): (0.5, "pool")}
+    assert attr == {("a", "P"): (0.5, "span"), ("pool:d-ft", "F"): (0.5, "pool")}
     assert out.rows["usage"][0]["lineage_share"] == pytest.approx(0.5)
     credits = {r["account"]: r["amount"] for r in out.rows["reward_ledger"]
                if r["role"] in ("contributor", "pool")}
@@ -65,7 +65,7 @@ def test_weights_stay_in_lineage_and_credits_are_exact(settings, docs, model_net
     for a in attr:
         assert a["datanet"] in model_nets
         if a["evidence"] == "pool":
-            assert a["contributor"] == "pool:" + a["datanet"] and a["contribution_id"] == ""
+            assert a["contributor"] == "pool:" + a["datanet"] and a["contribution_id"] == a["contributor"]
         else:
             assert core.contribs[a["contribution_id"]].status != "duplicate"
     if attr:
