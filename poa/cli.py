@@ -230,8 +230,27 @@ def verify(proof_file: Path = typer.Argument(..., exists=True, dir_okay=False),
 @app.command()
 def scenario(seed: int = typer.Option(7, help="random seed"),
              scale: float = typer.Option(1.0, help="size multiplier"),
-             out: Path = typer.Option(Path("scenario"), help="output directory")) -> None:
-    """Write a seeded scenario: events.jsonl and truth.json."""
+             out: Path = typer.Option(Path("scenario"), help="output directory"),
+             world: str = typer.Option("", help="an adversarial world instead (poa/adversarial.py): "
+                                                "fee0, fee1, sybil, micro, spread or copycat"),
+             ratio: float = typer.Option(1.0, help="adversarial world: emission per epoch / honest fees"),
+             baseline: bool = typer.Option(False, help="adversarial world without the attacker's usage")) -> None:
+    """Write a seeded scenario: events.jsonl and truth.json (or an adversarial world:
+    events.jsonl and policy.json, its emission budget for --ratio)."""
+    if world:
+        import json as _json
+        from poa import adversarial
+        try:
+            records = adversarial.world(world, ratio, attack=not baseline, seed=seed)
+        except ValueError as exc:
+            err.print(f"[red]poa scenario:[/] {exc}")
+            raise typer.Exit(2)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "events.jsonl").write_bytes(b"".join(raw + b"\n" for _, raw in records))
+        (out / "policy.json").write_text(_json.dumps({"emission_per_epoch_micro": adversarial.emission_for(ratio)}))
+        console.print(f"wrote {out / 'events.jsonl'} ({len(records):,} events) and {out / 'policy.json'} "
+                      f"(replay with POA_POLICY_FILE={out / 'policy.json'})")
+        return
     from poa.scenario import generate, write
     ev, truth = write(generate(seed=seed, scale=scale), out)
     console.print(f"wrote {ev} and {truth}")

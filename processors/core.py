@@ -368,7 +368,7 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
         self._log(res, ev.event_id, ev.type, topic, ev.ts, payload, "waiting" if missing else "ok")
         self._register_admitted(ev, missing)
         emissions, closed = self.book.advance(ev.ts, self.seq, self._validator_emission_weight,
-                                              self._settle_pools)
+                                              self._settle_pools, self.corpus.validated_supply)
         if closed:
             self._flag_validators(res, ev)
         self._book(res, emissions)

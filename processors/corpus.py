@@ -6,6 +6,7 @@ Indexed by contribution index (``ContributionState.idx``, the span index's doc i
   it as its allowed mask with no per-usage copy (O(1) per usage, not O(corpus));
 - ``datanet`` / ``contributor`` (int32 codes, first-seen order: deterministic);
 - ``voted`` (bool): the contribution has at least one validator vote;
+- ``accepted`` (bool): its status is ``accepted`` (validators accepted it);
 - ``weight`` (int64): the contribution's pool weight, its number of *distinct* token
   windows of ``window`` tokens (the span length that can earn credit). Splitting a text
   into parts never raises the sum: every window of a part is a window of the whole, and
@@ -37,6 +38,7 @@ class CorpusArrays:
         self.n = 0
         self.eligible = np.zeros(1024, dtype=np.bool_)
         self.voted = np.zeros(1024, dtype=np.bool_)
+        self.accepted = np.zeros(1024, dtype=np.bool_)  # status == "accepted" (validated)
         self.datanet = np.zeros(1024, dtype=np.int32)
         self.contributor = np.zeros(1024, dtype=np.int32)
         self.weight = np.zeros(1024, dtype=np.int64)
@@ -60,7 +62,7 @@ class CorpusArrays:
         if idx != self.n:
             raise ValueError(f"contribution index {idx} out of order (expected {self.n})")
         if self.n == self.eligible.shape[0]:
-            for name in ("eligible", "voted", "datanet", "contributor", "weight"):
+            for name in ("eligible", "voted", "accepted", "datanet", "contributor", "weight"):
                 a = getattr(self, name)
                 b = np.zeros(2 * a.shape[0], dtype=a.dtype)
                 b[:a.shape[0]] = a
@@ -73,6 +75,7 @@ class CorpusArrays:
         self.set_status(idx, status)
 
     def set_status(self, idx: int, status: str) -> None:
+        self.accepted[idx] = status == "accepted"
         ok = status not in INELIGIBLE
         if bool(self.eligible[idx]) != ok:
             self.eligible[idx] = ok
@@ -85,6 +88,14 @@ class CorpusArrays:
     def has_eligible(self, datanet: str) -> bool:
         c = self.datanet_code.get(datanet)
         return c is not None and self.eligible_count[c] > 0
+
+    def validated_supply(self) -> dict[str, float]:
+        """Contributor -> summed pool weight of their accepted contributions (one pass)."""
+        n = self.n
+        acc = self.accepted[:n]
+        per = np.bincount(self.contributor[:n][acc], weights=self.weight[:n][acc].astype(np.float64),
+                          minlength=len(self.contributor_names))
+        return {self.contributor_names[c]: float(per[c]) for c in np.flatnonzero(per > 0)}
 
     def eligible_in(self, datanet: str) -> np.ndarray:
         """Eligible contribution indices of ``datanet``, ascending (one vectorized pass)."""

@@ -8,9 +8,12 @@ Budget of epoch ``e``: ``emission_per_epoch_micro * (1 - emission_decay_bps / 10
 (rounded down to whole micro-units), ``k`` = epochs since the policy's genesis (never
 the first event seen: an event cannot move the schedule), plus what the previous epoch
 carried over. At close it is split in two pools by
-``emission_contributors_bps`` / the rest: contributors by their attribution evidence in
-the epoch (the sum of their attribution weights over the epoch's usage events, so each
-inference is one unit of evidence shared like the fee), validators by their validation
+``emission_contributors_bps`` / the rest: contributors by their **validated supply** at
+close (policy ``emission_contributor_basis = "validated_supply"``: the summed pool weight,
+distinct token windows, of their contributions whose status is ``accepted``; usage moves no
+emission, so reporting usage of one's own data cannot pay: README "Economics"), or, under
+the v1 rule ``"usage"``, by their attribution evidence in the epoch (the sum of their
+attribution weights over the epoch's usage events); validators by their validation
 evidence (the votes they cast in the epoch, each weighted at close by the validator's
 informedness ``max(0, 2 * reliability - 1)``: colluders and coin-flippers earn ~nothing). Each pool is split
 with largest remainder (attribution/split.py). **Carry-over rule**: a pool with no
@@ -77,18 +80,20 @@ class EpochBook:
         self.entries.extend(r for r in rows if self.open is None or r["epoch"] >= self.open)
 
     def advance(self, ts: datetime, seq: int, validator_weight=None,
-                settle=None) -> tuple[list[dict], list[dict]]:
+                settle=None, supply=None) -> tuple[list[dict], list[dict]]:
         """Close every epoch before the one of ``ts``: (settlement and emission ledger rows,
         epochs rows). ``validator_weight(account)`` scales a validator's votes at close
         (reliability); ``settle(epoch, end, seq)`` -> (pool settlement rows, the pool balance
-        carried to the next epoch in micro-units)."""
+        carried to the next epoch in micro-units); ``supply()`` -> contributor -> validated
+        supply weight, what the contributors' pool follows under the policy's
+        ``emission_contributor_basis = "validated_supply"``."""
         e = self.epoch_of(ts)
         if self.open is None:
             self.open = e
             return [], []
         ledger, epochs = [], []
         while self.open < e:
-            lr, er = self._close(self.open, seq, validator_weight, settle)
+            lr, er = self._close(self.open, seq, validator_weight, settle, supply)
             ledger += lr
             epochs.append(er)
             self.open += 1
@@ -105,7 +110,8 @@ class EpochBook:
                  "role": role, "source": "emission", "amount": int(a), "ref_event_id": ref,
                  "ts": end, "seq": seq} for n, a in zip(names, parts) if a > 0]
 
-    def _close(self, epoch: int, seq: int, validator_weight=None, settle=None) -> tuple[list[dict], dict]:
+    def _close(self, epoch: int, seq: int, validator_weight=None, settle=None,
+               supply=None) -> tuple[list[dict], dict]:
         start = UNIX0 + timedelta(seconds=epoch * self.epoch_s)
         end = start + timedelta(seconds=self.epoch_s) - timedelta(milliseconds=1)
         settled, pool_carried = settle(epoch, end, seq) if settle else ([], 0)
@@ -113,7 +119,9 @@ class EpochBook:
         total = budget + carried_in
         policy = self.schedule.at(epoch)
         c_pool = total * policy.emission_contributors_bps // 10_000
-        rows = settled + self._pool(epoch, "contributor", c_pool, self.contrib, end, seq)
+        by_supply = policy.emission_contributor_basis == "validated_supply" and supply is not None
+        rows = settled + self._pool(epoch, "contributor", c_pool, supply() if by_supply else self.contrib,
+                                    end, seq)
         valid = ({a: w * validator_weight(a) for a, w in self.valid.items()} if validator_weight
                  else self.valid)
         rows += self._pool(epoch, "validator", total - c_pool, valid, end, seq)

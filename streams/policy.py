@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+from typing import Literal
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -79,6 +80,11 @@ class Policy(BaseModel):
     emission_per_epoch_micro: int = Field(1_000 * MICRO_PER_TOKEN, ge=0, le=1 << 53)
     emission_decay_bps: int = Field(100, ge=0, le=10_000)
     emission_contributors_bps: int = Field(8000, ge=0, le=10_000)
+    # what the contributors' emission pool follows at epoch close: "validated_supply" (the
+    # distinct token windows of their accepted contributions: usage moves no emission, so
+    # reporting usage of one's own data cannot pay) or "usage" (attribution evidence per
+    # usage event, the v1 rule: open to wash usage; kept to replay old stores)
+    emission_contributor_basis: Literal["validated_supply", "usage"] = "validated_supply"
 
     # --- signatures: accounts with a key must sign (when required); the keys in force
     require_signatures: bool = False
