@@ -158,6 +158,52 @@ ECONOMICS = DashboardSpec(
             ORDER BY epoch""", "epoch_start fee_funded_tokens emission_funded_tokens", w=12,
            description="Per event-time epoch: credits from usage fees and from the emission budget.",
            unit="short", options=(("x_field", "epoch_start"), ("stacking", "normal"))),
+        _p("Demand integrity per epoch: who funds contributors", "table", """
+            SELECT epoch,
+                   sumIf(amount, role = 'contributor' AND source IN ('fee', 'pool')) / 1e6 AS contributor_fee_tokens,
+                   sumIf(amount, role = 'contributor' AND source = 'emission') / 1e6 AS contributor_emission_tokens,
+                   round(contributor_fee_tokens / nullIf(contributor_fee_tokens + contributor_emission_tokens, 0), 4)
+                       AS contributor_fee_share,
+                   round(least(1, sumIf(amount, source = 'fee') / nullIf(sumIf(amount, source = 'emission'), 0)), 4)
+                       AS emission_backed_by_fees
+            FROM reward_ledger
+            WHERE $__timeFilter(ts)
+            GROUP BY epoch
+            ORDER BY epoch""",
+           "epoch contributor_fee_tokens contributor_emission_tokens contributor_fee_share emission_backed_by_fees",
+           w=12, description="Per epoch: contributor rewards paid by usage fees (directly or through "
+                             "datanet pools) against emissions, and how much of the emission paid "
+                             "demand matches (fees / emission, capped at 1). Emissions follow "
+                             "validated supply, never usage (README: Economics)."),
+        _p("Demand integrity per epoch: usage concentration", "table", """
+            SELECT o.epoch AS epoch, o.operators, o.operator_hhi, o.top_operator_share,
+                   p.pairs, p.pair_hhi, p.top_pair_share
+            FROM (
+                SELECT epoch, count() AS operators, round(sum(pow(n / total, 2)), 4) AS operator_hhi,
+                       round(max(n) / any(total), 4) AS top_operator_share
+                FROM (SELECT epoch, account, count() AS n, sum(count()) OVER (PARTITION BY epoch) AS total
+                      FROM reward_ledger
+                      WHERE role = 'operator' AND source = 'fee' AND $__timeFilter(ts)
+                      GROUP BY epoch, account)
+                GROUP BY epoch) AS o
+            LEFT JOIN (
+                SELECT epoch, count() AS pairs, round(sum(pow(amount / total, 2)), 4) AS pair_hhi,
+                       round(max(amount) / any(total), 4) AS top_pair_share
+                FROM (SELECT epoch, operator, contributor, amount,
+                             sum(amount) OVER (PARTITION BY epoch) AS total
+                      FROM (SELECT op.epoch AS epoch, op.account AS operator, c.account AS contributor,
+                                   toFloat64(sum(c.amount)) AS amount
+                            FROM reward_ledger AS op
+                            INNER JOIN reward_ledger AS c ON c.ref_event_id = op.ref_event_id
+                            WHERE op.role = 'operator' AND op.source = 'fee' AND c.role = 'contributor'
+                                  AND c.source = 'fee' AND $__timeFilter(op.ts)
+                            GROUP BY epoch, operator, contributor))
+                GROUP BY epoch) AS p ON p.epoch = o.epoch
+            ORDER BY epoch""",
+           "epoch operators operator_hhi top_operator_share pairs pair_hhi top_pair_share", w=12,
+           description="Per epoch: paid usage per operator, and contributor credits per (operator, "
+                       "contributor) pair: Herfindahl index and the largest share. One operator "
+                       "paying mostly one contributor is the shape of wash usage."),
         _p("Demand vs incentive activity: paid inference vs contributions and votes", "timeseries", """
             SELECT time, activity, events FROM (
                 SELECT $__timeInterval(ts) AS time, 'paid inference (demand)' AS activity, count() AS events

@@ -268,7 +268,48 @@ def _economics(st: Store) -> str:
                       + lorenz_chart("Lorenz curve of contributor rewards", contrib),
                       "Gini: 0 = everyone earns the same, 1 = one account earns everything. "
                       "HHI: sum of squared shares."))
+    out.append(_demand_integrity(st))
     return _section("Network economics", out)
+
+
+def _demand_integrity(st: Store) -> str:
+    """Watch points per epoch: who funds contributors, and how concentrated paid usage is
+    (the same queries as the economics dashboard's "Demand integrity" panels)."""
+    funding = st.rows("""
+        SELECT epoch,
+               sumIf(amount, role = 'contributor' AND source IN ('fee', 'pool')) / 1e6 AS f,
+               sumIf(amount, role = 'contributor' AND source = 'emission') / 1e6 AS e,
+               f / nullIf(f + e, 0),
+               least(1, sumIf(amount, source = 'fee') / nullIf(sumIf(amount, source = 'emission'), 0))
+        FROM {db}.reward_ledger GROUP BY epoch ORDER BY epoch""")
+    conc = st.rows("""
+        SELECT epoch, count(), sum(pow(n / total, 2)), max(n) / any(total)
+        FROM (SELECT epoch, account, count() AS n, sum(count()) OVER (PARTITION BY epoch) AS total
+              FROM {db}.reward_ledger WHERE role = 'operator' AND source = 'fee' GROUP BY epoch, account)
+        GROUP BY epoch ORDER BY epoch""")
+    pairs = {r[0]: r[1:] for r in st.rows("""
+        SELECT epoch, count(), sum(pow(amount / total, 2)), max(amount) / any(total)
+        FROM (SELECT epoch, amount, sum(amount) OVER (PARTITION BY epoch) AS total
+              FROM (SELECT op.epoch AS epoch, op.account AS operator, c.account AS contributor,
+                           toFloat64(sum(c.amount)) AS amount
+                    FROM {db}.reward_ledger AS op
+                    INNER JOIN {db}.reward_ledger AS c ON c.ref_event_id = op.ref_event_id
+                    WHERE op.role = 'operator' AND op.source = 'fee' AND c.role = 'contributor' AND c.source = 'fee'
+                    GROUP BY epoch, operator, contributor))
+        GROUP BY epoch""")}
+    rows = [(r[0], r[1], r[2], fmt_pct(r[3]), *pairs.get(r[0], (None, None, None))) for r in conc]
+    return figure("Demand integrity per epoch",
+                  table(["epoch", "contributor credits from fees (tokens)", "from emissions (tokens)",
+                         "fee-funded share", "emission matched by fees"],
+                        [(r[0], r[1], r[2], fmt_pct(r[3]), fmt_pct(r[4])) for r in funding], {0: str})
+                  + table(["epoch", "paying operators", "operator HHI", "top operator share",
+                           "(operator, contributor) pairs", "pair HHI", "top pair share"],
+                          [(r[0], r[1], r[2], r[3], r[4], r[5], fmt_pct(r[6]) if r[6] is not None else "")
+                           for r in rows], {0: str}),
+                  "Emissions follow validated supply, never usage, so reporting usage cannot pay "
+                  "(README: Economics). Watch the fee-funded share (real demand) and the "
+                  "concentration of paid usage: one operator paying mostly one contributor is the "
+                  "shape of wash usage.")
 
 
 def concentration(totals: list[float]) -> tuple[float | None, float | None, float | None]:

@@ -163,3 +163,23 @@ def test_docstring_examples():
     import poa.report
     result = doctest.testmod(poa.report)
     assert result.attempted >= 2 and result.failed == 0
+
+
+def test_demand_integrity_watch_points_match_the_dashboard_panels(store):
+    """The report's per-epoch usage concentration equals the dashboard panel's, and both agree
+    with a count of paid usage per operator computed here from the ledger rows."""
+    panel = next(p for _, p in g.all_panels() if p.title == "Demand integrity per epoch: usage concentration")
+    store.use_database()
+    _, rows = store.query(expand(panel.sql, TIME_FROM, TIME_TO, timedelta(hours=1)))
+    db = store.database
+    _, ops = store.query(f"SELECT epoch, account, count() FROM {db}.reward_ledger "
+                         f"WHERE role = 'operator' AND source = 'fee' GROUP BY epoch, account")
+    per: dict[int, list[int]] = {}
+    for epoch, _, n in ops:
+        per.setdefault(epoch, []).append(n)
+    assert rows and len(rows) == len(per)
+    for epoch, operators, hhi, top, pairs, pair_hhi, top_pair in rows:
+        ns = per[epoch]
+        assert operators == len(ns) and pairs > 0 and 0 < pair_hhi <= 1
+        assert hhi == round(sum((n / sum(ns)) ** 2 for n in ns), 4)
+        assert top == round(max(ns) / sum(ns), 4)
