@@ -78,10 +78,9 @@ class Pools:
             codes = corpus.contributor[idx]
             per_code = np.bincount(codes, weights=w.astype(np.float64))
             used = np.flatnonzero(per_code > 0)
-            names = [corpus.contributor_names[c] for c in used]
-            order = np.argsort(np.asarray(names, dtype=object), kind="stable")
-            names = [names[i] for i in order]
-            cw = per_code[used][order]
+            ranked = sorted((corpus.contributor_names[c], float(per_code[c])) for c in used)
+            names = [n for n, _ in ranked]
+            cw = np.asarray([w for _, w in ranked])
             for name, amt in zip(names, split_amount(c_part, cw)):
                 if amt:
                     credit[("contributor", name)] = int(amt)

@@ -98,3 +98,18 @@ def test_json_schema_lists_all_types():
 def test_format_ts_is_the_strftime_form(ts):
     from streams.events import format_ts
     assert format_ts(ts) == ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+@pytest.mark.parametrize("field,obj", [
+    ("contributor", {"type": "contribution", "contribution_id": "c", "datanet": "d", "kind": "dataset",
+                     "content": "some text"}),
+    ("validator", {"type": "validation", "contribution_id": "c", "verdict": "accept"}),
+    ("operator", {"type": "model", "model_id": "m", "method": "pretrain", "datanets": [{"datanet": "d", "weight": 1}]}),
+])
+def test_pool_account_names_are_reserved(field, obj):
+    """`pool:<datanet>` accounts belong to the ledger's datanet pools: no event may claim one."""
+    raw = json.dumps({"event_id": "e", "ts": "2026-01-01T00:00:00Z", field: "pool:d", **obj}).encode()
+    with pytest.raises(EventError, match="reserved for the ledger's datanet pools"):
+        decode_event(raw)
+    ok = json.dumps({"event_id": "e", "ts": "2026-01-01T00:00:00Z", field: "pool-d", **obj}).encode()
+    assert decode_event(ok).event_id == "e"
