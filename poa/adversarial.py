@@ -18,10 +18,12 @@ copy its own text. Strategies (``STRATEGIES``):
 ``attack=False`` is the same world (same accounts, contributions, models) without the
 attacker's usage: the baseline that isolates what the usage itself earns. ``ratio`` is the
 emission budget per epoch over the honest fees per epoch (0.1, 1, 10 ...): the caller sets
-``emission_per_epoch_micro = emission_for(ratio)``. Deterministic: seeded, no wall clock.
+``emission_per_epoch_micro = emission_for(ratio)`` (:func:`policy_for` gives the whole policy
+file, signing keys included). Deterministic: seeded, no wall clock.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from datetime import datetime, timedelta, timezone
@@ -37,6 +39,22 @@ STRATEGIES = ("fee0", "fee1", "sybil", "micro", "spread", "copycat")
 HONEST = tuple(f"honest-{i}" for i in range(4))
 VALIDATORS = tuple(f"validator-{i}" for i in range(4))
 ATTACKER = "attacker"
+
+
+def policy_for(strategy: str, ratio: float) -> dict:
+    """The policy fields of a world: its emission budget, and the registered signing keys
+    (``keys``: account -> hex ed25519 public key). In ``fee1`` the attacker registers its
+    contributor and operator accounts with one key (they are one party); every other
+    account has a key of its own. Keys are derived from a seed: no wall clock, no entropy."""
+    from nacl.signing import SigningKey
+
+    def key(name: str) -> str:
+        return SigningKey(hashlib.sha256(f"adversarial:{name}".encode()).digest()).verify_key.encode().hex()
+    accounts = sorted(set(HONEST) | {"honest-operator"} | attacker_accounts(strategy))
+    keys = {a: key(a) for a in accounts}
+    if strategy == "fee1":
+        keys[ATTACKER + "-op"] = keys[ATTACKER]
+    return {"emission_per_epoch_micro": emission_for(ratio), "keys": keys}
 
 
 def emission_for(ratio: float) -> int:

@@ -247,7 +247,7 @@ def scenario(seed: int = typer.Option(7, help="random seed"),
             raise typer.Exit(2)
         out.mkdir(parents=True, exist_ok=True)
         (out / "events.jsonl").write_bytes(b"".join(raw + b"\n" for _, raw in records))
-        (out / "policy.json").write_text(_json.dumps({"emission_per_epoch_micro": adversarial.emission_for(ratio)}))
+        (out / "policy.json").write_text(_json.dumps(adversarial.policy_for(world, ratio), indent=1))
         console.print(f"wrote {out / 'events.jsonl'} ({len(records):,} events) and {out / 'policy.json'} "
                       f"(replay with POA_POLICY_FILE={out / 'policy.json'})")
         return

@@ -39,6 +39,7 @@ def _summary(sink, console: Console, label: str, store: Path) -> int:
     spam = q(f"SELECT countIf(status = 'spam') FROM {db}.contributions FINAL")
     farms = q(f"SELECT uniqExact(contributor) FROM {db}.flags WHERE reason = 'sybil_farm'")
     bad_validators = q(f"SELECT uniqExact(contributor) FROM {db}.flags WHERE reason LIKE 'validator_%'")
+    wash = q(f"SELECT count() FROM {db}.flags WHERE reason LIKE 'wash_%'")
     fees = q(f"SELECT sum(fee) FROM {db}.usage")
     usage = q(f"SELECT count() FROM {db}.usage")
     bad = q(f"SELECT count() FROM (SELECT u.event_id, any(u.fee) AS fee, sum(l.amount) AS credited "
@@ -59,6 +60,7 @@ def _summary(sink, console: Console, label: str, store: Path) -> int:
     t.add_row("spam contributions (low quality, sybil farm)", f"{spam:,}")
     t.add_row("sybil-farm accounts / flagged validators", f"{farms:,} / {bad_validators:,}")
     t.add_row("usage events", f"{usage:,}")
+    t.add_row("suspected wash usage (operator-epoch flags)", f"{wash:,}")
     t.add_row("fees (micro-units)", f"{fees or 0:,}")
     for source, role, n, amount in by_role:
         t.add_row(f"{source}-funded credits, {role} ({n:,} entries)", f"{amount:,}")

@@ -204,6 +204,18 @@ ECONOMICS = DashboardSpec(
            description="Per epoch: paid usage per operator, and contributor credits per (operator, "
                        "contributor) pair: Herfindahl index and the largest share. One operator "
                        "paying mostly one contributor is the shape of wash usage."),
+        _p("Demand integrity per epoch: suspected wash usage", "table", """
+            SELECT toUInt64OrZero(extract(detail, '^epoch ([0-9]+):')) AS epoch, contributor AS operator,
+                   toString(reason) AS reason, round(score, 3) AS score, detail
+            FROM flags
+            WHERE reason LIKE 'wash_%' AND $__timeFilter(ts)
+            ORDER BY epoch DESC, score DESC, operator, reason
+            LIMIT 200""", "epoch operator reason score detail", w=24, h=7,
+           description="Operators whose usage in an epoch looks incentive-driven (processors/wash.py): "
+                       "wash_self_dealing (credits go to the operator's own account or one with its "
+                       "signing key), wash_low_fee_burst (fee-0 or near-0 usage in a burst), "
+                       "wash_closed_loop (credits go mostly to a few accounts no other operator's "
+                       "usage credits). Watch points: a flag moves no money."),
         _p("Demand vs incentive activity: paid inference vs contributions and votes", "timeseries", """
             SELECT time, activity, events FROM (
                 SELECT $__timeInterval(ts) AS time, 'paid inference (demand)' AS activity, count() AS events

@@ -298,6 +298,26 @@ def _demand_integrity(st: Store) -> str:
                     GROUP BY epoch, operator, contributor))
         GROUP BY epoch""")}
     rows = [(r[0], r[1], r[2], fmt_pct(r[3]), *pairs.get(r[0], (None, None, None))) for r in conc]
+    return _demand_figure(funding, rows) + _wash_flags(st)
+
+
+def _wash_flags(st: Store) -> str:
+    """Suspected wash usage (processors/wash.py): the economics dashboard's panel."""
+    flags = st.rows("""
+        SELECT toUInt64OrZero(extract(detail, '^epoch ([0-9]+):')) AS epoch, contributor,
+               toString(reason), score, detail
+        FROM {db}.flags WHERE reason LIKE 'wash_%'
+        ORDER BY epoch DESC, score DESC, contributor, reason LIMIT 200""")
+    return figure("Suspected wash usage per epoch",
+                  table(["epoch", "operator", "reason", "score", "detail"], flags,
+                        {0: str, 3: lambda v: fmt_num(v, 3)}),
+                  "Flags, not verdicts: they move no money. wash_self_dealing: the operator's usage "
+                  "credits its own account or one with its signing key; wash_low_fee_burst: fee-0 or "
+                  "near-0 usage in a burst; wash_closed_loop: its usage credits mostly a few accounts "
+                  "that no other operator's usage credits.")
+
+
+def _demand_figure(funding: list[tuple], rows: list[tuple]) -> str:
     return figure("Demand integrity per epoch",
                   table(["epoch", "contributor credits from fees (tokens)", "from emissions (tokens)",
                          "fee-funded share", "emission matched by fees"],

@@ -48,10 +48,11 @@ from processors.handlers_contributions import ContributionHandlers
 from processors.handlers_usage import UsageHandlers
 from processors.handlers_validations import ValidationHandlers
 from processors.intake import IntakeChecks, digest
-from processors.messages import deadletter_message, reward_message
+from processors.messages import deadletter_message, flag_message, reward_message
 from processors.order import Watermarks, order_key
 from processors.seen import SeenIds
 from processors.spam import SpamGuard
+from processors.wash import WashWatch
 from streams import topics
 from streams.policy import Policy, PolicySchedule
 from streams.signing import KeyRegistry
@@ -113,6 +114,7 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
         self._fee_w_version = -1
         self.corpus = CorpusArrays(base.span_min_tokens)  # per-contribution numpy columns
         self.pools = Pools()  # datanet pool balances, settled at epoch close
+        self.wash = WashWatch()  # per epoch and operator: suspected wash usage (flags)
         self._lineage_cache: dict[tuple[str, str], list] = {}
         self.guard = SpamGuard(base)
         self.validator_flagged: set[tuple[str, str]] = set()
@@ -371,6 +373,7 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
                                               self._settle_pools, self.corpus.validated_supply)
         if closed:
             self._flag_validators(res, ev)
+            self._flag_wash(res, ev, closed)
         self._book(res, emissions)
         for row in closed:
             res.add("epochs", row)
@@ -498,6 +501,14 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
                 self._wait(missing, topic, ev)
             else:
                 self._apply(res, topic, ev)
+
+    def _flag_wash(self, res: Result, ev, closed: list[dict]) -> None:
+        """Suspected wash usage of each closed epoch (processors/wash.py), as flags."""
+        for er in closed:
+            for row in self.wash.close(er["epoch"], self.schedule.at(er["epoch"]), er["end"],
+                                       ev.event_id, self.seq):
+                res.add("flags", row)
+                res.messages.append(flag_message(row))
 
     def _validator_emission_weight(self, validator: str) -> float:
         return self._fee_weight(validator)

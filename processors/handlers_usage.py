@@ -206,11 +206,12 @@ class UsageHandlers:
         toks = token_hashes(ev.output)
         weights, pools, evidence, matched = self._attribute(ev, toks)
         epoch = self.book.booking_epoch(ev.ts)
-        contributors, cweights, per_doc = [], [], {}
+        contributors, cweights, cdatanets, per_doc = [], [], [], {}
         for (i, via), w in sorted(weights.items(), key=lambda kv: (kv[0][0], kv[0][1])):
             c = self.by_idx[i]
             per_doc[i] = per_doc.get(i, 0.0) + w
             contributors.append(c.contributor)
+            cdatanets.append(c.datanet)
             cweights.append(w)
             self.book.add_contributor_evidence(c.contributor, w)
             res.add("attributions", {"request_id": ev.request_id, "model_id": ev.model_id,
@@ -254,5 +255,8 @@ class UsageHandlers:
                           "evidence": summary, "contributions": len(per_doc),
                           "lineage_share": lineage, "ts": ev.ts,
                           "event_id": ev.event_id, "seq": self.seq})
+        P, start = self.P, self.book.epoch_s * epoch
+        self.wash.observe(epoch, model.operator, ev.fee, ev.ts.timestamp(), start, contributors,
+                          cweights, cdatanets, P.wash_low_fee_micro, P.wash_burst_window_s)
         self.stats.fees_micro += ev.fee
         self._book(res, credits)

@@ -105,6 +105,16 @@ class Policy(BaseModel):
     span_top_fraction: float = Field(0.05, gt=0.0, le=1.0)
     # a kept span credits only its earliest source (the first upload that contains it)
     span_first_source: bool = True
+    # --- suspected wash usage, flagged per epoch and operator (processors/wash.py); moves no money
+    wash_min_events: int = Field(20, ge=1)  # usage events of an operator in the epoch
+    wash_linked_min_share: float = Field(0.2, gt=0.0, le=1.0)  # of its contributor weight
+    wash_low_fee_micro: int = Field(1_000, ge=0)  # a fee at most this is "near zero"
+    wash_burst_events: int = Field(50, ge=1)  # low-fee events in one window
+    wash_burst_window_s: float = Field(600.0, gt=0.0)
+    wash_loop_share: float = Field(0.8, gt=0.0, le=1.0)  # credited only by this operator
+    wash_loop_owned_share: float = Field(0.9, gt=0.5, le=1.0)  # of an account's usage credit
+    wash_loop_others_ratio: float = Field(0.25, gt=0.0, le=1.0)  # of an even share elsewhere
+    wash_loop_max_accounts: int = Field(3, ge=1)
     inherit_defaults: dict[str, float] = {"pretrain": 0.0, "finetune": 0.5, "lora": 0.7,
                                           "distill": 0.8, "merge": 1.0}
 

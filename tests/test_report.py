@@ -183,3 +183,44 @@ def test_demand_integrity_watch_points_match_the_dashboard_panels(store):
         assert operators == len(ns) and pairs > 0 and 0 < pair_hhi <= 1
         assert hhi == round(sum((n / sum(ns)) ** 2 for n in ns), 4)
         assert top == round(max(ns) / sum(ns), 4)
+
+
+def test_wash_flags_in_the_report_and_the_dashboard_panel(chdb_path, tmp_path):
+    """An attacker's fee-0 wash usage (poa/adversarial.py) replayed into a real chdb store:
+    the dashboard panel and the report's section both list its operator with the reasons;
+    the honest operator is in neither."""
+    import json
+
+    from poa import adversarial as A
+    from poa.report import _wash_flags, Store
+    from poa.settings import Settings
+    from processors.core import Core
+    from processors.replay import replay
+    from sinks.chdb_sink import ChdbSink
+    pf = tmp_path / "policy.json"
+    pf.write_text(json.dumps(A.policy_for("fee0", 1)))
+    sink = ChdbSink(chdb_path, "wash_fee0")
+    try:
+        sink.ensure_schema()
+        replay(A.world("fee0", 1, True, n_fake=600), Core(Settings(home=tmp_path / "home", policy_file=pf)), sink)
+        panel = next(p for _, p in g.all_panels() if p.title == "Demand integrity per epoch: suspected wash usage")
+        sink.use_database()
+        _, rows = sink.query(expand(panel.sql, TIME_FROM, TIME_TO, timedelta(hours=1)))
+        assert {(r[1], r[2]) for r in rows} == {("attacker-op", "wash_low_fee_burst"),
+                                                ("attacker-op", "wash_closed_loop")}
+        epochs = {r[0] for r in rows}
+        assert len(epochs) == 2 and all(e > 20_000 for e in epochs)
+        html = _wash_flags(Store(sink))
+        assert html.count("<tr>") == len(rows) + 1 and "honest-operator" not in html
+        assert "wash_closed_loop" in html and "attacker-op" in html
+    finally:
+        sink.command("USE default")
+        sink.close()
+
+
+def test_the_honest_seeded_scenario_raises_no_wash_flag(store):
+    """Four honest operators over closed epochs: no operator looks like wash usage."""
+    db = store.database
+    assert store.scalar(f"SELECT count() FROM {db}.epochs") >= 2
+    assert store.scalar(f"SELECT uniqExact(model_id) FROM {db}.usage") >= 4
+    assert store.scalar(f"SELECT count() FROM {db}.flags WHERE reason LIKE 'wash_%'") == 0

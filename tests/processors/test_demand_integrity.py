@@ -20,8 +20,7 @@ N_FAKE = 900  # fake usage events per attack (the inequality does not depend on 
 
 def _run(tmp_path, strategy, ratio, attack, basis="validated_supply"):
     pf = tmp_path / f"policy-{basis}-{ratio}.json"
-    pf.write_text(json.dumps({"emission_per_epoch_micro": A.emission_for(ratio),
-                              "emission_contributor_basis": basis}))
+    pf.write_text(json.dumps({**A.policy_for(strategy, ratio), "emission_contributor_basis": basis}))
     s = Settings(home=tmp_path / "home", policy_file=pf)
     core, out = process_all(s, A.world(strategy, ratio, attack, n_fake=N_FAKE))
     return core, out.rows
