@@ -160,7 +160,7 @@ ECONOMICS = DashboardSpec(
            unit="short", options=(("x_field", "epoch_start"), ("stacking", "normal"))),
         _p("Demand integrity per epoch: who funds contributors", "table", """
             SELECT epoch,
-                   sumIf(amount, role = 'contributor' AND source IN ('fee', 'pool')) / 1e6 AS contributor_fee_tokens,
+                   sumIf(amount, role = 'contributor' AND source IN ('fee', 'pool', 'escrow')) / 1e6 AS contributor_fee_tokens,
                    sumIf(amount, role = 'contributor' AND source = 'emission') / 1e6 AS contributor_emission_tokens,
                    round(contributor_fee_tokens / nullIf(contributor_fee_tokens + contributor_emission_tokens, 0), 4)
                        AS contributor_fee_share,
@@ -172,7 +172,7 @@ ECONOMICS = DashboardSpec(
             ORDER BY epoch""",
            "epoch contributor_fee_tokens contributor_emission_tokens contributor_fee_share emission_backed_by_fees",
            w=12, description="Per epoch: contributor rewards paid by usage fees (directly or through "
-                             "datanet pools) against emissions, and how much of the emission paid "
+                             "datanet pools or released from escrow) against emissions, and how much of the emission paid "
                              "demand matches (fees / emission, capped at 1). Emissions follow "
                              "validated supply, never usage (README: Economics)."),
         _p("Demand integrity per epoch: usage concentration", "table", """
@@ -233,14 +233,32 @@ ECONOMICS = DashboardSpec(
             SELECT role,
                    sumIf(amount, source = 'fee') / 1e6 AS fee_funded_tokens,
                    sumIf(amount, source = 'pool') / 1e6 AS pool_settled_tokens,
+                   sumIf(amount, source = 'escrow') / 1e6 AS escrow_resolved_tokens,
                    sumIf(amount, source = 'emission') / 1e6 AS emission_funded_tokens
             FROM reward_ledger
             WHERE $__timeFilter(ts)
             GROUP BY role
-            ORDER BY role""", "role fee_funded_tokens pool_settled_tokens emission_funded_tokens", w=12,
+            ORDER BY role""",
+           "role fee_funded_tokens pool_settled_tokens escrow_resolved_tokens emission_funded_tokens", w=12,
            unit="short", options=(("x_field", "role"), ("stacking", "normal")),
            description="pool_settled: usage fees with no evidence, paid out of the datanet pools at "
-                       "epoch close (the pool role's own column is the settlement debit)."),
+                       "epoch close (the pool role's own column is the settlement debit). "
+                       "escrow: credit held for contributions not yet accepted (role escrow), "
+                       "released to contributors or forfeited to pools (source escrow)."),
+        _p("Escrow per epoch: held, released, forfeited", "table", """
+            SELECT epoch,
+                   sumIf(amount, role = 'escrow' AND source = 'fee') / 1e6 AS held_tokens,
+                   sumIf(amount, source = 'escrow' AND role = 'contributor') / 1e6 AS released_tokens,
+                   sumIf(amount, source = 'escrow' AND role = 'pool') / 1e6 AS forfeited_tokens,
+                   sum(sumIf(amount, role = 'escrow')) OVER (ORDER BY epoch) / 1e6 AS open_escrow_tokens
+            FROM reward_ledger
+            WHERE $__timeFilter(ts)
+            GROUP BY epoch
+            ORDER BY epoch""", "epoch held_tokens released_tokens forfeited_tokens open_escrow_tokens", w=12,
+           description="Usage credit to contributions validators have not accepted yet is held "
+                       "(escrow:<contribution>), released to the contributor on acceptance, or "
+                       "forfeited to the datanet's pool on rejection, duplicate or spam. Open: "
+                       "still held at the end of the epoch (within the time range)."),
         _p("Datanet pools per epoch", "table", """
             SELECT epoch, toString(start) AS epoch_start, pool_settled / 1e6 AS settled_tokens,
                    pool_carried / 1e6 AS carried_tokens, fee_rewards / 1e6 AS fee_tokens
@@ -260,13 +278,15 @@ ECONOMICS = DashboardSpec(
                    arrayStringConcat(arraySort(groupUniqArray(toString(role))), ', ') AS roles,
                    sumIf(amount, source = 'fee') / 1e6 AS fee_funded_tokens,
                    sumIf(amount, source = 'pool') / 1e6 AS pool_settled_tokens,
+                   sumIf(amount, source = 'escrow') / 1e6 AS escrow_released_tokens,
                    sumIf(amount, source = 'emission') / 1e6 AS emission_funded_tokens,
                    sum(amount) / 1e6 AS total_tokens
             FROM reward_ledger
-            WHERE $__timeFilter(ts)
+            WHERE $__timeFilter(ts) AND role NOT IN ('pool', 'escrow')
             GROUP BY account
             ORDER BY total_tokens DESC, account
-            LIMIT 20""", "account roles fee_funded_tokens pool_settled_tokens emission_funded_tokens total_tokens",
+            LIMIT 20""", "account roles fee_funded_tokens pool_settled_tokens escrow_released_tokens emission_funded_tokens "
+           "total_tokens",
            w=12, h=10),
         _p("Concentration of contributor rewards (Gini, HHI, top-10 share)", "stat", f"""
             SELECT

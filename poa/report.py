@@ -220,17 +220,20 @@ def _economics(st: Store) -> str:
             UNION ALL SELECT toDateTime64(toStartOfHour(ts), 3, 'UTC'), 0, 0, count()
             FROM {db}.validations GROUP BY 1)
         GROUP BY h ORDER BY h""")
-    # fee-funded = fee credits + pool settlements (both paid by usage); the pool role's own
-    # rows are balances in transit (fee credits in, the settlement debit out)
-    roles = st.rows("SELECT role, sumIf(amount, source IN ('fee', 'pool')) / 1e6, sumIf(amount, source = 'emission') / 1e6, "
-                    "sumIf(amount, source = 'pool') / 1e6 FROM {db}.reward_ledger WHERE role != 'pool' "
-                    "GROUP BY role ORDER BY role")
+    # fee-funded = fee credits + pool settlements + escrow releases (all paid by usage); the
+    # pool and escrow roles' own rows are balances in transit (credits in, settlement or
+    # release out), not anybody's reward
+    roles = st.rows("SELECT role, sumIf(amount, source IN ('fee', 'pool', 'escrow')) / 1e6, "
+                    "sumIf(amount, source = 'emission') / 1e6, sumIf(amount, source = 'pool') / 1e6 "
+                    "FROM {db}.reward_ledger WHERE role NOT IN ('pool', 'escrow') GROUP BY role ORDER BY role")
     top = st.rows("SELECT account, arrayStringConcat(arraySort(groupUniqArray(toString(role))), ', '), "
-                  "sumIf(amount, source IN ('fee', 'pool')) / 1e6, sumIf(amount, source = 'emission') / 1e6, "
+                  "sumIf(amount, source IN ('fee', 'pool', 'escrow')) / 1e6, sumIf(amount, source = 'emission') / 1e6, "
                   "sum(amount) / 1e6 AS t, sumIf(amount, source = 'pool') / 1e6 FROM {db}.reward_ledger "
-                  "WHERE role != 'pool' GROUP BY account ORDER BY t DESC, account LIMIT 15")
+                  "WHERE role NOT IN ('pool', 'escrow') GROUP BY account ORDER BY t DESC, account LIMIT 15")
     pools = st.one("SELECT sumIf(amount, source = 'pool' AND role != 'pool') / 1e6, "
-                   "sumIf(amount, role = 'pool') / 1e6 FROM {db}.reward_ledger") or (0.0, 0.0)
+                   "sumIf(amount, role = 'pool') / 1e6, sumIf(amount, role = 'escrow') / 1e6, "
+                   "sumIf(amount, source = 'escrow' AND role = 'pool') / 1e6 "
+                   "FROM {db}.reward_ledger") or (0.0, 0.0, 0.0, 0.0)
     contrib = [r[0] for r in st.rows("SELECT sum(amount) / 1e6 AS t FROM {db}.reward_ledger WHERE role = 'contributor' "
                                      "GROUP BY account HAVING t > 0 ORDER BY t, any(account)")]
     gini, hhi, top10 = concentration(contrib)
@@ -240,6 +243,8 @@ def _economics(st: Store) -> str:
     out = [stats([("fee-funded credits (tokens)", fmt_num(fee_total)),
                   ("of which settled from datanet pools", fmt_num(pools[0])),
                   ("pool balance carried (tokens)", fmt_num(pools[1])),
+                  ("held in escrow, not yet accepted (tokens)", fmt_num(pools[2])),
+                  ("forfeited from escrow to pools (tokens)", fmt_num(pools[3])),
                   ("emission-funded credits (tokens)", fmt_num(emission_total)),
                   ("usage-funded share", fmt_pct(fee_total / both if both else None))])]
     cats = [r[1].strftime("%Y-%m-%d") for r in epochs]
@@ -277,7 +282,7 @@ def _demand_integrity(st: Store) -> str:
     (the same queries as the economics dashboard's "Demand integrity" panels)."""
     funding = st.rows("""
         SELECT epoch,
-               sumIf(amount, role = 'contributor' AND source IN ('fee', 'pool')) / 1e6 AS f,
+               sumIf(amount, role = 'contributor' AND source IN ('fee', 'pool', 'escrow')) / 1e6 AS f,
                sumIf(amount, role = 'contributor' AND source = 'emission') / 1e6 AS e,
                f / nullIf(f + e, 0),
                least(1, sumIf(amount, source = 'fee') / nullIf(sumIf(amount, source = 'emission'), 0))

@@ -42,6 +42,7 @@ from poa.settings import Settings
 from processors import failpoints
 from processors.corpus import CorpusArrays
 from processors.epochs import EpochBook
+from processors.escrow import Escrow
 from processors.pools import Pools
 from processors.state import ContributionState, Result, Stats, encode
 from processors.handlers_contributions import ContributionHandlers
@@ -115,6 +116,7 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
         self.corpus = CorpusArrays(base.span_min_tokens)  # per-contribution numpy columns
         self.pools = Pools()  # datanet pool balances, settled at epoch close
         self.wash = WashWatch()  # per epoch and operator: suspected wash usage (flags)
+        self.escrow = Escrow()  # held credit of contributions not yet accepted
         self._lineage_cache: dict[tuple[str, str], list] = {}
         self.guard = SpamGuard(base)
         self.validator_flagged: set[tuple[str, str]] = set()
@@ -384,6 +386,21 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
         if closed:
             self._refresh_statuses(res, ev)
         self._expire_waiting(res, ev.ts)
+        self._resolve_escrow(res, ev)
+
+    def _resolve_escrow(self, res: Result, ev) -> None:
+        """Release or forfeit the held credit of contributions whose status this event
+        changed (processors/escrow.py); forfeited credit joins its datanet's pool."""
+        changed, self.corpus.changed = self.corpus.changed, []
+        if not changed or not self.escrow.held:
+            return
+        rows, forfeited = self.escrow.resolve(
+            changed, lambda i: self.by_idx[i].status,
+            lambda i: (self.by_idx[i].contribution_id, self.by_idx[i].contributor, self.by_idx[i].datanet),
+            self.book.booking_epoch(ev.ts), ev.ts, self.seq)
+        for dn, amount in sorted(forfeited.items()):
+            self.pools.add(dn, amount, 0.0)
+        self._book(res, rows)
 
     def replay_log(self, rows, out: Result | None = None) -> int:
         """Rebuild state from ``events`` rows (seq, event_id, type, topic, ts, payload) in seq

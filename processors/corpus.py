@@ -47,6 +47,7 @@ class CorpusArrays:
         self.contributor_names: list[str] = []
         self.contributor_code: dict[str, int] = {}
         self.eligible_count: list[int] = []  # per datanet code
+        self.changed: list[int] = []  # indices whose status changed, until the core takes them
 
     def _code(self, names: list[str], codes: dict[str, int], name: str) -> int:
         c = codes.get(name)
@@ -75,6 +76,7 @@ class CorpusArrays:
         self.set_status(idx, status)
 
     def set_status(self, idx: int, status: str) -> None:
+        self.changed.append(idx)  # the core resolves escrow for these (processors/escrow.py)
         self.accepted[idx] = status == "accepted"
         ok = status not in INELIGIBLE
         if bool(self.eligible[idx]) != ok:

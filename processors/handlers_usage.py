@@ -17,7 +17,8 @@ import numpy as np
 
 from attribution.span_kernels import attribute_matches
 from attribution.text import token_hashes
-from processors.ledger import fee_credits
+from processors.escrow import escrow_account
+from processors.ledger import ESCROW_PREFIX, fee_credits
 from processors.lineage import lineage_mass
 from processors.pools import pool_account
 from processors.state import Result, encode
@@ -206,11 +207,14 @@ class UsageHandlers:
         toks = token_hashes(ev.output)
         weights, pools, evidence, matched = self._attribute(ev, toks)
         epoch = self.book.booking_epoch(ev.ts)
-        contributors, cweights, cdatanets, per_doc = [], [], [], {}
+        contributors, payees, cweights, cdatanets, per_doc = [], [], [], [], {}
+        accepted = self.corpus.accepted
         for (i, via), w in sorted(weights.items(), key=lambda kv: (kv[0][0], kv[0][1])):
             c = self.by_idx[i]
             per_doc[i] = per_doc.get(i, 0.0) + w
             contributors.append(c.contributor)
+            # not accepted yet: held in escrow until validators decide (processors/escrow.py)
+            payees.append(c.contributor if accepted[i] else escrow_account(c.contribution_id))
             cdatanets.append(c.datanet)
             cweights.append(w)
             self.book.add_contributor_evidence(c.contributor, w)
@@ -237,13 +241,16 @@ class UsageHandlers:
                     validators.append(v)
                     vweights.append(wi * x / total)
         credits = fee_credits(fee=ev.fee, shares_bps=self.P.shares_bps, operator=model.operator,
-                              contributors=contributors, contributor_weights=cweights,
+                              contributors=payees, contributor_weights=cweights,
                               validators=validators, validator_weights=vweights,
                               treasury=self.P.treasury_account, ref_event_id=ev.event_id,
                               ts=ev.ts, epoch=epoch, seq=self.seq,
                               pools=[pool_account(dn) for dn in pooled],
                               pool_weights=list(pooled.values()))
         paid = {r["account"]: r["amount"] for r in credits if r["role"] == "pool"}
+        for r in credits:
+            if r["role"] == "escrow":
+                self.escrow.hold(self.contribs[r["account"][len(ESCROW_PREFIX):]].idx, r["amount"])
         for dn, mass in pooled.items():  # the mass counts as evidence even without a fee
             self.pools.add(dn, paid.get(pool_account(dn), 0), mass)
         labels = set(evidence.values())

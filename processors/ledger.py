@@ -9,7 +9,8 @@ contributions. The share of the usage with no evidence goes to datanet pools
 contributor and validator parts together), settled at epoch close (processors/pools.py):
 both the contributor and the validator bucket are split over their recipients and the
 pools by weight. A bucket with no recipient at all goes to the protocol treasury
-(role ``protocol``, reason visible in the ``source`` column staying ``fee``).
+(role ``protocol``, reason visible in the ``source`` column staying ``fee``). A contributor
+name starting with ``escrow:`` is a held credit (role ``escrow``, processors/escrow.py).
 Recipients are ordered by account name before splitting, so ties are deterministic.
 """
 from __future__ import annotations
@@ -21,8 +22,9 @@ import numpy as np
 
 from attribution.split import split_amount
 
-ROLES = ("contributor", "operator", "validator", "protocol", "pool")
+ROLES = ("contributor", "operator", "validator", "protocol", "pool", "escrow")
 POOL_PREFIX = "pool:"  # pool accounts: pool:<datanet> (no other account may start so)
+ESCROW_PREFIX = "escrow:"  # held credit of a contribution not yet accepted: escrow:<contribution_id>
 
 
 def entry_id(source: str, ref_event_id: str, role: str, account: str) -> str:
@@ -60,7 +62,8 @@ def fee_credits(*, fee: int, shares_bps: tuple[int, int, int, int], operator: st
         names, w = _merge(names + pools, list(weights) + pool_weights)
         if len(names) and w.sum() > 0:
             for name, amt in zip(names, split_amount(amount, w)):
-                add("pool" if name.startswith(POOL_PREFIX) else role, name, amt)
+                add("pool" if name.startswith(POOL_PREFIX) else
+                    "escrow" if name.startswith(ESCROW_PREFIX) else role, name, amt)
         else:
             add("protocol", treasury, amount)
 

@@ -55,13 +55,15 @@ def _text(value: str) -> str:
 
 
 Id = Annotated[str, Field(min_length=1, max_length=256)]
-RESERVED_ACCOUNT_PREFIXES = ("pool:",)  # the ledger's own accounts (processors/pools.py)
+# the ledger's own accounts: datanet pools (processors/pools.py), escrow (processors/escrow.py)
+RESERVED_ACCOUNT_PREFIXES = ("pool:", "escrow:")
 
 
 def _account(v: str) -> str:
     if v.startswith(RESERVED_ACCOUNT_PREFIXES):
-        raise ValueError(f"account names starting with {RESERVED_ACCOUNT_PREFIXES[0]!r} are "
-                         "reserved for the ledger's datanet pools")
+        raise ValueError("account names starting with "
+                         f"{' or '.join(repr(p) for p in RESERVED_ACCOUNT_PREFIXES)} are reserved "
+                         "for the ledger's datanet pools and escrow")
     return v
 
 

@@ -85,12 +85,20 @@ def test_macro_errors_like_the_plugin():
 
 
 # ---------------------------------------------------------------- panel SQL on chdb
+# panels that stay empty over the honest seeded scenario; tests/test_report.py
+# (test_wash_flags_in_the_report_and_the_dashboard_panel) runs them on an attack world
+EMPTY_WHEN_HONEST = {"Demand integrity per epoch: suspected wash usage"}
+
+
 @pytest.mark.parametrize("dash, panel", PANELS, ids=[f"{d.uid}:{p.title[:48]}" for d, p in PANELS])
 def test_panel_sql_runs_on_the_seeded_store(store, dash, panel):
     sql = expand(panel.sql, TIME_FROM, TIME_TO, timedelta(hours=6))
     assert "$__" not in sql
     cols, rows = store.query(sql)
     assert cols == list(panel.columns), panel.title
+    if panel.title in EMPTY_WHEN_HONEST:  # its rows are checked on an attack world instead
+        assert rows == [], f"{panel.title}: the honest seeded scenario raised {rows}"
+        return
     assert rows, f"{panel.title}: no rows over the seeded scenario"
     if panel.kind == "timeseries":
         assert cols[0] == "time"

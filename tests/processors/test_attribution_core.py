@@ -42,9 +42,10 @@ def test_inherit_passes_attribution_up_the_lineage(settings):
     assert attr == {("a", "P"): (0.5, "span"), ("pool:d-ft", "F"): (0.5, "pool")}
     assert out.rows["usage"][0]["lineage_share"] == pytest.approx(0.5)
     credits = {r["account"]: r["amount"] for r in out.rows["reward_ledger"]
-               if r["role"] in ("contributor", "pool")}
-    # bob's half waits in d-ft's pool with its validator part (no validator voted on a)
-    assert credits == {"alice": 350_000, "pool:d-ft": 350_000 + 50_000}
+               if r["role"] in ("contributor", "pool", "escrow")}
+    # bob's half waits in d-ft's pool with its validator part (no validator voted on a);
+    # alice's half is held in escrow until validators accept "a"
+    assert credits == {"escrow:a": 350_000, "pool:d-ft": 350_000 + 50_000}
 
 
 texts = st.lists(st.sampled_from("alpha beta gamma delta epsilon zeta eta theta iota kappa".split()),

@@ -234,8 +234,8 @@ def test_a_shared_span_credits_its_earliest_source_only(settings):
     assert core.contribs["copy"].status == "pending"  # eligible: the rule, not a flag, decides
     attr = [(a["contribution_id"], a["evidence"]) for a in out.rows["attributions"]]
     assert attr == [("orig", "span")]
-    paid = {r["account"] for r in out.rows["reward_ledger"] if r["role"] == "contributor"}
-    assert paid == {"alice"}
+    paid = {r["account"] for r in out.rows["reward_ledger"] if r["role"] in ("contributor", "escrow")}
+    assert paid == {"escrow:orig"}  # alice's, held until validators accept "orig"
     off = settings.model_copy(update={"policy_file": None})
     from streams.policy import PolicySchedule
     from processors.core import Core

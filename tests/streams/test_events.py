@@ -106,10 +106,12 @@ def test_format_ts_is_the_strftime_form(ts):
     ("validator", {"type": "validation", "contribution_id": "c", "verdict": "accept"}),
     ("operator", {"type": "model", "model_id": "m", "method": "pretrain", "datanets": [{"datanet": "d", "weight": 1}]}),
 ])
-def test_pool_account_names_are_reserved(field, obj):
-    """`pool:<datanet>` accounts belong to the ledger's datanet pools: no event may claim one."""
-    raw = json.dumps({"event_id": "e", "ts": "2026-01-01T00:00:00Z", field: "pool:d", **obj}).encode()
-    with pytest.raises(EventError, match="reserved for the ledger's datanet pools"):
+@pytest.mark.parametrize("name", ["pool:d", "escrow:c"])
+def test_ledger_account_names_are_reserved(field, obj, name):
+    """`pool:<datanet>` and `escrow:<contribution>` accounts belong to the ledger's datanet
+    pools and escrow: no event may claim one."""
+    raw = json.dumps({"event_id": "e", "ts": "2026-01-01T00:00:00Z", field: name, **obj}).encode()
+    with pytest.raises(EventError, match="reserved for the ledger's datanet pools and escrow"):
         decode_event(raw)
     ok = json.dumps({"event_id": "e", "ts": "2026-01-01T00:00:00Z", field: "pool-d", **obj}).encode()
     assert decode_event(ok).event_id == "e"
