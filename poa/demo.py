@@ -37,7 +37,7 @@ def _summary(sink, console: Console, label: str, store: Path) -> int:
     dead = q(f"SELECT count() FROM {db}.deadletter")
     dups = q(f"SELECT countIf(status = 'duplicate') FROM {db}.contributions FINAL")
     spam = q(f"SELECT countIf(status = 'spam') FROM {db}.contributions FINAL")
-    farms = q(f"SELECT uniqExact(contributor) FROM {db}.flags WHERE reason = 'sybil_farm'")
+    farms = q(f"SELECT uniqExact(contributor) FROM {db}.flags WHERE reason IN ('sybil_farm', 'label_farm')")
     bad_validators = q(f"SELECT uniqExact(contributor) FROM {db}.flags WHERE reason LIKE 'validator_%'")
     wash = q(f"SELECT count() FROM {db}.flags WHERE reason LIKE 'wash_%'")
     fees = q(f"SELECT sum(fee) FROM {db}.usage")

@@ -51,17 +51,22 @@ class ContributionHandlers:
         self.by_idx.append(c)
         self.corpus.add(c.idx, c.datanet, c.contributor, toks, c.status)
         c.arrays = self.corpus  # eligibility follows every status change from here on
-        first, match = self.by_hash.get(h), -1
-        if first is not None:  # exact duplicate: the family's earliest member
+        first, match, agrees = self.by_hash.get(h), -1, -1
+        if first is not None and self._agreement(c, self.contribs[first]):
+            agrees = self.contribs[first].idx  # the same label from another annotator
+        elif first is not None:  # exact duplicate: the family's earliest member
             f = self.contribs[first]
             c.status, c.duplicate_of = "duplicate", f.duplicate_of or f.contribution_id
             self.stats.duplicates += 1
             self._flag(res, c, "exact_duplicate", 1.0, f"same normalized content as {first}",
                        ev.ts, ev.event_id)
-        else:
-            self.by_hash[h] = c.contribution_id
+        if c.status != "duplicate":
+            if first is None:
+                self.by_hash[h] = c.contribution_id
             match, jaccard = self.neardup.check_and_add(c.idx, shingles(toks, self.P.shingle_k))
-            if match >= 0:
+            if match >= 0 and agrees < 0 and self._agreement(c, self.by_idx[match]):
+                agrees, match = match, -1
+            if match >= 0 and agrees < 0:
                 c.status = "duplicate"
                 c.duplicate_of = self.by_idx[self.neardup.root_of(match)].contribution_id
                 self.stats.duplicates += 1
@@ -71,30 +76,48 @@ class ContributionHandlers:
             else:
                 self.index.add(c.idx, toks)
                 self.by_datanet.setdefault(c.datanet, []).append(c.idx)
-        self._spam_checks(res, c, ev, toks, first, match if first is None else -1)
+        orig = -1 if agrees >= 0 else self.contribs[first].idx if first is not None else match
+        self._spam_checks(res, c, ev, toks, orig, agrees)
         res.add("contributions", self._contribution_row(c, ev.event_id))
         self._release(res, "contribution:" + ev.contribution_id)
 
+    @staticmethod
+    def _agreement(c: ContributionState, earlier: ContributionState) -> bool:
+        """Annotations of different accounts with the same (or a near-identical) content are
+        agreement on an item, not a duplicate: both stay for the validators to judge."""
+        return c.kind == "annotation" and earlier.kind == "annotation" and earlier.contributor != c.contributor
+
     def _spam_checks(self, res: Result, c: ContributionState, ev: Contribution, toks: np.ndarray,
-                     exact_of: str | None, near_idx: int) -> None:
-        """Quality, velocity and farm evidence (processors/spam.py); spam earns nothing."""
+                     orig: int, agrees: int) -> None:
+        """Quality, velocity and farm evidence (processors/spam.py). Signals are evidence: a
+        contribution they mark ``spam`` gets a low prior in the validator model, and
+        validators who accept it (posterior >= ``status_accept_at``) overrule them
+        (handlers_validations.py)."""
         ts_s = ev.ts.timestamp()
         verdict = self.guard.check(ev.contributor, ts_s, toks, ev.content, self.P)
         for reason, score, detail in verdict.flags:
             self._flag(res, c, reason, score, detail, ev.ts, ev.event_id)
-        if verdict.spam and c.status != "duplicate":
-            c.status = "spam"
-        orig = self.contribs[exact_of].idx if exact_of is not None else near_idx
+        if verdict.spam:
+            self.guard.signalled.add(c.idx)
+            if c.status != "duplicate":
+                c.status = "spam"
+        members, reason, detail = [], "sybil_farm", ""
         if orig >= 0:
             o = self.by_idx[orig]
             members, detail = self.guard.duplicate(o.idx, o.contributor, o.ts.timestamp(),
                                                    c.idx, c.contributor, ts_s)
+        elif agrees >= 0:
+            o = self.by_idx[agrees]
+            members, detail = self.guard.agreement(o.idx, o.contributor, o.ts.timestamp(), c.idx,
+                                                   c.contributor, ts_s, self.P.annotation_farm_min_items)
+            reason = "label_farm"
+        if members:
             for m in members:
                 mc = self.by_idx[m]
-                self._flag(res, mc, "sybil_farm", 1.0, detail, ev.ts, ev.event_id)
-                if mc.status != "duplicate":
-                    mc.status = "spam"
+                self._flag(res, mc, reason, 1.0, detail, ev.ts, ev.event_id)
                 self.ds.set_prior(m, self.P.spam_prior)
+                if mc.status != "duplicate":  # validators who already accepted it still decide
+                    mc.status = self._signal_status(mc)
                 if m != c.idx:
                     res.add("contributions", self._contribution_row(mc, ev.event_id))
         if c.status in ("duplicate", "spam"):

@@ -36,12 +36,23 @@ class ValidationHandlers:
         res.add("validations", {"validator": ev.validator, "contribution_id": ev.contribution_id,
                                 "verdict": ev.verdict, "quality": ev.quality, "stake": stake,
                                 "ts": ev.ts, "event_id": ev.event_id, "seq": self.seq})
-        if c.status not in ("duplicate", "spam"):
-            c.status = self.ds.status(c.idx, self.P.status_accept_at, self.P.status_reject_at)
+        if c.status != "duplicate":
+            c.status = self._signal_status(c)
         res.add("contributions", self._contribution_row(c, ev.event_id))
         res.add("validator_scores", {"validator": ev.validator, "reliability": self.ds.reliability(vi),
                                      "votes": self.ds.votes(vi), "ts": ev.ts,
                                      "event_id": ev.event_id, "seq": self.seq})
+
+    def _signal_status(self, c) -> str:
+        """The status of a contribution that is not a duplicate: the validator model's, whose
+        prior carries the spam signals (``spam_prior``). A contribution the signals marked
+        ``spam`` stays ``spam`` until validators accept it (posterior >= ``status_accept_at``):
+        text statistics are evidence, reliable validators decide."""
+        P = self.P
+        new = self.ds.status(c.idx, P.status_accept_at, P.status_reject_at)
+        if new != "accepted" and (c.idx in self.guard.signalled or c.idx in self.guard.farm_flagged):
+            return "spam"
+        return new
 
     def _fee_weight(self, validator: str) -> float:
         """``ds.fee_weight`` of a validator, cached until the next update of the model
@@ -83,8 +94,8 @@ class ValidationHandlers:
         ds.sweep(P.epoch_sweep_passes)
         changed = []
         for c in self.by_idx:
-            if c.voters and c.status not in ("duplicate", "spam"):
-                new = ds.status(c.idx, P.status_accept_at, P.status_reject_at)
+            if c.voters and c.status != "duplicate":
+                new = self._signal_status(c)
                 if new != c.status:
                     c.status = new
                     changed.append(c)

@@ -47,6 +47,12 @@ class SpamGuard:
                                         base.velocity_prior_gap_s)
         self.farms = FarmClusters(base.farm_min_accounts, base.farm_burst_s)
         self.farm_flagged: set[int] = set()
+        self.signalled: set[int] = set()  # contributions with two or more low-quality reasons
+        # annotation agreement (the same label from other accounts) is not a duplicate; a
+        # label farm is accounts in bursts of identical labels on several items
+        self.label_farms = FarmClusters(base.farm_min_accounts, base.annotation_burst_s)
+        self.label_items: dict[int, set[int]] = {}  # account code -> items (cluster roots) in bursts
+        self.label_burst_members: dict[int, set[int]] = {}  # account code -> its burst contributions
         self._th: tuple[Policy, Thresholds] | None = None
 
     def check(self, account: str, ts_s: float, toks: np.ndarray, content: str, policy: Policy) -> Verdict:
@@ -81,3 +87,28 @@ class SpamGuard:
         n_accounts = len(self.farms.accounts_in_cluster(root))
         return new, (f"{n_accounts} accounts posted near-identical text within "
                      f"{self.farms.burst_s:g} s")
+
+    def agreement(self, orig_idx: int, orig_account: str, orig_ts_s: float,
+                  idx: int, account: str, ts_s: float, min_items: int) -> tuple[list[int], str]:
+        """An annotation agreeing with another account's (the same or a near-identical label
+        on the same item): agreement, not a duplicate. Returns the contributions this edge
+        reveals as a *label farm*, each once: those of accounts that took part, on at least
+        ``min_items`` distinct items, in a burst of identical labels (``farm_min_accounts``
+        accounts within ``annotation_burst_s``). Honest annotators label at their own pace;
+        a farm posts the same labels from many accounts at once, item after item."""
+        root = self.label_farms.add_edge(orig_idx, idx, self.accounts(orig_account), self.accounts(account),
+                                         orig_ts_s, ts_s)
+        if root < 0 or not self.label_farms.is_farm(root):
+            return [], ""
+        members = [int(m) for m in self.label_farms.farm_members(root)]
+        touched = set()
+        for m in members:
+            a = int(self.label_farms.account[m])
+            self.label_items.setdefault(a, set()).add(root)
+            self.label_burst_members.setdefault(a, set()).add(m)
+            touched.add(a)
+        new = sorted(m for a in touched if len(self.label_items[a]) >= min_items
+                     for m in self.label_burst_members[a] if m not in self.farm_flagged)
+        self.farm_flagged.update(new)
+        return new, (f"in bursts of identical labels ({self.label_farms.min_accounts}+ accounts within "
+                     f"{self.label_farms.burst_s:g} s) on {min_items}+ items")

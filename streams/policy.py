@@ -142,6 +142,11 @@ class Policy(BaseModel):
     velocity_burst_flag_at: float = 3.0
     farm_min_accounts: int = Field(4, ge=2)
     farm_burst_s: float = 600.0
+    # annotations: the same label from other accounts is agreement; a label farm is accounts
+    # in bursts of identical labels (farm_min_accounts within annotation_burst_s) on
+    # annotation_farm_min_items items or more
+    annotation_burst_s: float = Field(60.0, ge=0.0)
+    annotation_farm_min_items: int = Field(2, ge=1)
     spam_prior: float = Field(0.05, gt=0.0, lt=1.0)  # P(good) the validator model gives to spam
 
     # --- validator model (attribution/reliability.py) and statuses
@@ -237,7 +242,7 @@ STRUCTURAL = frozenset({
     "ds_prior_votes", "ds_class_prior_strength", "ds_stake_ref", "ds_w_min", "ds_w_max",
     "ds_allow_inverted", "ds_retro", "ds_retro_window", "order_lateness_s",
     "familiarity_warm_bigrams", "velocity_window_s", "velocity_alpha", "velocity_prior_gap_s",
-    "farm_min_accounts", "farm_burst_s",
+    "farm_min_accounts", "farm_burst_s", "annotation_burst_s",
 })
 
 

@@ -48,14 +48,20 @@ def test_every_usage_fee_is_credited_exactly(replayed):
                       "LEFT JOIN reward_ledger l ON l.ref_event_id = u.event_id WHERE u.fee > 0 "
                       "GROUP BY u.event_id HAVING credited != fee")
     assert bad == []
-    zero = rows(store, "SELECT count() AS n FROM reward_ledger WHERE amount <= 0 AND role != 'pool'")[0]["n"]
+    zero = rows(store, "SELECT count() AS n FROM reward_ledger WHERE amount <= 0 AND role NOT IN ('pool', 'escrow')")[0]["n"]
     assert int(zero) == 0
-    # the only debits: pool settlements, each equal to the credits it pays out
+    # the only debits: pool settlements and escrow resolutions, each equal to what it pays out
     bad = rows(store, "SELECT ref_event_id, sumIf(amount, role = 'pool') AS debit, "
                       "sumIf(amount, role != 'pool') AS paid FROM reward_ledger WHERE source = 'pool' "
                       "GROUP BY ref_event_id HAVING debit >= 0 OR debit + paid != 0")
     assert bad == []
-    assert int(rows(store, "SELECT count() AS n FROM reward_ledger WHERE amount < 0 AND source != 'pool'")[0]["n"]) == 0
+    bad = rows(store, "SELECT ref_event_id, sumIf(amount, role = 'escrow') AS debit, "
+                      "sumIf(amount, role != 'escrow') AS paid FROM reward_ledger WHERE source = 'escrow' "
+                      "GROUP BY ref_event_id HAVING debit >= 0 OR debit + paid != 0")
+    assert bad == []
+    assert int(rows(store, "SELECT count() AS n FROM reward_ledger WHERE amount < 0 "
+                           "AND source NOT IN ('pool', 'escrow')")[0]["n"]) == 0
+    assert int(rows(store, "SELECT count() AS n FROM reward_ledger WHERE source = 'escrow'")[0]["n"]) > 0
 
 
 def test_replaying_again_changes_nothing(replayed):

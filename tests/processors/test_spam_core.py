@@ -31,7 +31,7 @@ def test_spam_precision_and_recall(seeded):
 def test_sybil_farm_found(seeded):
     truth, core, out = seeded
     farm_accounts = {a for a, r in truth["accounts"].items() if r == "farm"}
-    flagged = {f["contributor"] for f in out.rows["flags"] if f["reason"] == "sybil_farm"}
+    flagged = {f["contributor"] for f in out.rows["flags"] if f["reason"] in ("sybil_farm", "label_farm")}
     assert len(flagged & farm_accounts) / len(farm_accounts) >= 0.9
     honest = {a for a, r in truth["accounts"].items() if r == "honest"}
     assert not (flagged & honest)
