@@ -36,6 +36,7 @@ Contract:
 from __future__ import annotations
 
 import math
+import re
 import zlib
 from dataclasses import dataclass
 
@@ -55,6 +56,7 @@ class QualitySignals:
     entropy_norm: float
     words_per_sentence: float
     familiarity: float = math.nan
+    common_share: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,10 @@ class Thresholds:
     max_words_per_sentence: float = 35.0
     min_familiarity: float = 0.30
     min_reasons: int = 2
+    min_common_share: float = 0.0  # "uncommon"; 0 = off
+    max_compression_structured: float = 0.10  # code and tables (text_form)
+    max_repetition_structured: float = 0.85
+    min_entropy_norm_structured: float = 0.35
 
 
 DEFAULT_THRESHOLDS = Thresholds()
@@ -159,25 +165,68 @@ class Familiarity:
         self.bits, self.warm_bigrams = bits, warm_bigrams
         self.table = np.zeros(1 << bits, dtype=np.uint8)
         self.filled = 0
+        self.filled_by: dict[int, int] = {}  # per domain: a datanet is warm on its own texts
 
     @property
     def warm(self) -> bool:
         return self.filled >= self.warm_bigrams
 
+    def is_warm(self, domain: int = 0) -> bool:
+        return self.filled_by.get(domain, 0) >= self.warm_bigrams
+
     def score(self, toks: np.ndarray, domain: int = 0) -> float:
-        if not self.warm or toks.shape[0] - 1 < MIN_BIGRAMS:
+        """NaN until ``domain`` itself is warm: a datanet in a language (or a field) nobody
+        else writes in is judged only against its own earlier texts."""
+        if not self.is_warm(domain) or toks.shape[0] - 1 < MIN_BIGRAMS:
             return math.nan
         return float(np.mean(self.table[bigram_slots(toks, domain, self.bits)] > 0))
 
     def learn(self, toks: np.ndarray, domain: int = 0) -> None:
         slots = np.unique(bigram_slots(toks, domain, self.bits))
         cur = self.table[slots]
-        self.filled += int(np.count_nonzero(cur == 0))
+        new = int(np.count_nonzero(cur == 0))
+        self.filled += new
+        self.filled_by[domain] = self.filled_by.get(domain, 0) + new
         self.table[slots] = np.minimum(cur.astype(np.int16) + 1, 255).astype(np.uint8)
 
 
+@nb.njit(cache=True, nogil=True)
+def unigram_slots(toks: np.ndarray, domain: int, bits: int) -> np.ndarray:
+    out = np.empty(toks.shape[0], dtype=np.int64)
+    seed = _mix(np.uint64(domain) + np.uint64(0x632BE59BD9B4E019))
+    shift = np.uint64(64 - bits)
+    for i in range(toks.shape[0]):
+        out[i] = np.int64(_mix(toks[i] ^ seed) >> shift)
+    return out
+
+
+class Commonness:
+    """Streaming word frequencies per domain (hashed uint32 counters): the share of a text's
+    words that are *common* in its datanet (each at least ``common_frac`` of the datanet's
+    words so far). Natural language in any script spends a third or more of its words on a
+    few frequent ones; word salad drawn from a vocabulary and slot-filled templates do not.
+    NaN until the domain has ``warm_tokens`` words, or for texts under 16 words."""
+
+    def __init__(self, bits: int = 20, warm_tokens: int = 5_000, common_frac: float = 0.002):
+        self.bits, self.warm_tokens, self.common_frac = bits, warm_tokens, common_frac
+        self.table = np.zeros(1 << bits, dtype=np.uint32)
+        self.total_by: dict[int, int] = {}
+
+    def score(self, toks: np.ndarray, domain: int = 0) -> float:
+        total = self.total_by.get(domain, 0)
+        if total < self.warm_tokens or toks.shape[0] < 16:
+            return math.nan
+        counts = self.table[unigram_slots(toks, domain, self.bits)]
+        return float(np.mean(counts >= self.common_frac * total))
+
+    def learn(self, toks: np.ndarray, domain: int = 0) -> None:
+        np.add.at(self.table, unigram_slots(toks, domain, self.bits), 1)
+        self.total_by[domain] = self.total_by.get(domain, 0) + int(toks.shape[0])
+
+
 def signals(token_hashes: np.ndarray, text_bytes: bytes,
-            familiarity: Familiarity | None = None, domain: int = 0) -> QualitySignals:
+            familiarity: Familiarity | None = None, domain: int = 0,
+            common: Commonness | None = None) -> QualitySignals:
     toks = np.ascontiguousarray(token_hashes, dtype=np.uint64)
     n = int(toks.shape[0])
     head = text_bytes[:COMPRESS_MAX_BYTES]
@@ -188,7 +237,8 @@ def signals(token_hashes: np.ndarray, text_bytes: bytes,
         tokens=float(n), compression=float(comp), repetition=float(rep), entropy_bits=float(ent),
         entropy_norm=float(ent / math.log2(n)) if n >= 2 else math.nan,
         words_per_sentence=float(n / ends) if ends else float(n),
-        familiarity=familiarity.score(toks, domain) if familiarity is not None else math.nan)
+        familiarity=familiarity.score(toks, domain) if familiarity is not None else math.nan,
+        common_share=common.score(toks, domain) if common is not None else math.nan)
 
 
 def _below(x: float, thr: float) -> float:
@@ -201,22 +251,60 @@ def _above(x: float, thr: float, top: float | None = None) -> float:
     return min(1.0, max(1e-6, (x - thr) / (top - thr) if top else 1.0 - thr / x))
 
 
-def low_quality_reasons(sig: QualitySignals, th: Thresholds = DEFAULT_THRESHOLDS) -> list[tuple[str, float]]:
-    """Reasons (fixed order) with a score in (0, 1]; empty for a clean text."""
+def low_quality_reasons(sig: QualitySignals, th: Thresholds = DEFAULT_THRESHOLDS,
+                        form: str = "prose") -> list[tuple[str, float]]:
+    """Reasons (fixed order) with a score in (0, 1]; empty for a clean text. ``form``
+    (:func:`text_form`): the sentence and familiarity reasons (``fragmented``, ``run_on``,
+    ``unfamiliar``) judge prose only; code and tables are checked for degenerate content
+    (compressible, repetitive, low entropy) with the looser ``*_structured`` thresholds."""
     out: list[tuple[str, float]] = []
     if sig.tokens < th.min_tokens:
         out.append(("too_short", _below(sig.tokens, th.min_tokens) if sig.tokens > 0 else 1.0))
     if sig.tokens < th.min_tokens_stats:
         return out
-    for reason, score in (("compressible", _below(sig.compression, th.max_compression)),
-                          ("repetitive", _above(sig.repetition, th.max_repetition, 1.0)),
-                          ("low_entropy", _below(sig.entropy_norm, th.min_entropy_norm)),
-                          ("fragmented", _below(sig.words_per_sentence, th.min_words_per_sentence)),
-                          ("run_on", _above(sig.words_per_sentence, th.max_words_per_sentence)),
-                          ("unfamiliar", _below(sig.familiarity, th.min_familiarity))):
+    if form == "prose":
+        checks = (("compressible", _below(sig.compression, th.max_compression)),
+                  ("repetitive", _above(sig.repetition, th.max_repetition, 1.0)),
+                  ("low_entropy", _below(sig.entropy_norm, th.min_entropy_norm)),
+                  ("fragmented", _below(sig.words_per_sentence, th.min_words_per_sentence)),
+                  ("run_on", _above(sig.words_per_sentence, th.max_words_per_sentence)),
+                  ("unfamiliar", _below(sig.familiarity, th.min_familiarity)),
+                  ("uncommon", _below(sig.common_share, th.min_common_share)))
+    else:
+        checks = (("compressible", _below(sig.compression, th.max_compression_structured)),
+                  ("repetitive", _above(sig.repetition, th.max_repetition_structured, 1.0)),
+                  ("low_entropy", _below(sig.entropy_norm, th.min_entropy_norm_structured)))
+    for reason, score in checks:
         if score > 0.0:
             out.append((reason, round(score, 6)))
     return out
+
+
+_CODE_LINE = re.compile(
+    r"^\s{2,}\S|[{};]\s*$|^\s*(#|//|/\*|\*|--|def |class |import |from \S+ import|return\b|if\b.*[:{(]|"
+    r"for\b.*[:{(]|while\b|else\b|elif\b|fi\s*$|done\s*$|esac|case\b|function\b|local\b|export\b|"
+    r"echo\b|typedef\b|struct\b|enum\b|static\b|const\b|void\b|int\b|unsigned\b|extern\b|"
+    r"[A-Za-z_][\w.\[\]]*\s*[+\-*/]?=\s)")
+FORM_MAX_LINES = 200
+
+
+def text_form(text: str) -> str:
+    """``"table"``, ``"code"`` or ``"prose"`` from the first ``FORM_MAX_LINES`` non-empty
+    lines: a table when at least 4 lines and 80% of them hold the same positive number of
+    one delimiter (tab, comma, semicolon, pipe); code when at least 5 lines and half of
+    them look like code (indentation, a trailing brace or semicolon, a comment marker, a
+    keyword or an assignment); prose otherwise (a paragraph is one long line)."""
+    lines = [ln for ln in text.splitlines()[:4 * FORM_MAX_LINES] if ln.strip()][:FORM_MAX_LINES]
+    data = [ln for ln in lines if not ln.lstrip().startswith("#")]
+    if len(data) >= 4:
+        for delim in ("\t", ",", ";", "|"):
+            counts = [ln.count(delim) for ln in data]
+            top = max(set(counts), key=lambda c: (counts.count(c), c))
+            if top >= 1 and counts.count(top) >= 0.8 * len(data):
+                return "table"
+    if len(lines) >= 5 and sum(1 for ln in lines if _CODE_LINE.search(ln)) >= 0.5 * len(lines):
+        return "code"
+    return "prose"
 
 
 def is_low_quality(reasons: list[tuple[str, float]], th: Thresholds = DEFAULT_THRESHOLDS) -> bool:

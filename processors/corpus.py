@@ -106,3 +106,11 @@ class CorpusArrays:
             return np.zeros(0, dtype=np.int64)
         n = self.n
         return np.flatnonzero(self.eligible[:n] & (self.datanet[:n] == c))
+
+    def accepted_in(self, datanet: str) -> np.ndarray:
+        """Accepted contribution indices of ``datanet``, ascending (one vectorized pass)."""
+        c = self.datanet_code.get(datanet)
+        if c is None:
+            return np.zeros(0, dtype=np.int64)
+        n = self.n
+        return np.flatnonzero(self.accepted[:n] & (self.datanet[:n] == c))

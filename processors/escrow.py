@@ -12,7 +12,7 @@ later), at the end of that event:
   ``+H`` to the contributor (role ``contributor``);
 - ``rejected``, ``duplicate`` or ``spam``: **forfeited**: ``-H`` on the escrow account and
   ``+H`` to the pool of the contribution's datanet (account ``pool:<datanet>``, role
-  ``pool``), which the epoch close settles over the datanet's eligible contributions
+  ``pool``), which the epoch close settles over the datanet's accepted contributions
   (processors/pools.py): the money stays with the data that was used, never with the
   account whose contribution failed;
 - ``pending`` again: still held.

@@ -14,6 +14,8 @@ import numpy as np
 
 from attribution.shingles import shingles
 from attribution.text import sequence_hash, token_hashes
+from attribution.quality import text_form
+from processors.handlers_usage import covered_tokens
 from processors.messages import flag_message
 from processors.state import ContributionState, Result, encode
 from streams import topics
@@ -73,6 +75,14 @@ class ContributionHandlers:
                 self._flag(res, c, "near_duplicate", jaccard,
                            f"estimated Jaccard {jaccard:.3f} with {self.by_idx[match].contribution_id}",
                            ev.ts, ev.event_id)
+            elif agrees < 0 and text_form(ev.content) == "prose" and (copied := self._copied_from(toks)) is not None:
+                match, share = copied  # a lightly edited copy: most of it is spans of one text
+                o = self.by_idx[match]
+                c.status, c.duplicate_of = "duplicate", o.duplicate_of or o.contribution_id
+                self.stats.duplicates += 1
+                self._flag(res, c, "copied_spans", share,
+                           f"{share:.0%} of its words lie in spans of >= {self.P.span_min_tokens} words "
+                           f"of {o.contribution_id}", ev.ts, ev.event_id)
             else:
                 self.index.add(c.idx, toks)
                 self.by_datanet.setdefault(c.datanet, []).append(c.idx)
@@ -80,6 +90,28 @@ class ContributionHandlers:
         self._spam_checks(res, c, ev, toks, orig, agrees)
         res.add("contributions", self._contribution_row(c, ev.event_id))
         self._release(res, "contribution:" + ev.contribution_id)
+
+    def _copied_from(self, toks: np.ndarray) -> tuple[int, float] | None:
+        """(earlier contribution, share) when at least ``copy_containment`` of the new text's
+        words lie in matched spans (>= ``span_min_tokens`` words) of ONE earlier eligible
+        contribution: a copy with light edits, which MinHash (a Jaccard of whole shingle sets)
+        misses once every 30th word is changed. Prose only: rows of a table or lines of code
+        repeat spans across honest files. Bounded by the span query's caps."""
+        P, m = self.P, int(toks.shape[0])
+        if m < 2 * P.span_min_tokens:
+            return None
+        s, L, d = self.index.find_spans(toks, self.corpus.mask(), P.span_max_occurrences, P.span_work_budget)
+        if not s.shape[0]:
+            return None
+        docs, inv = np.unique(d, return_inverse=True)
+        mass = np.bincount(inv.ravel(), weights=L.astype(np.float64))
+        best, best_share = -1, 0.0
+        for j in np.lexsort((docs, -mass))[:3]:  # the three docs with the most matched words
+            sel = d == docs[j]
+            share = covered_tokens(m, s[sel], L[sel]) / m
+            if share > best_share:
+                best, best_share = int(docs[j]), share
+        return (best, best_share) if best_share >= P.copy_containment else None
 
     @staticmethod
     def _agreement(c: ContributionState, earlier: ContributionState) -> bool:
@@ -94,7 +126,8 @@ class ContributionHandlers:
         validators who accept it (posterior >= ``status_accept_at``) overrule them
         (handlers_validations.py)."""
         ts_s = ev.ts.timestamp()
-        verdict = self.guard.check(ev.contributor, ts_s, toks, ev.content, self.P)
+        verdict = self.guard.check(ev.contributor, ts_s, toks, ev.content, self.P,
+                                   self.corpus.datanet_code[c.datanet])
         for reason, score, detail in verdict.flags:
             self._flag(res, c, reason, score, detail, ev.ts, ev.event_id)
         if verdict.spam:

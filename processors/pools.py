@@ -9,8 +9,9 @@ size of the corpus.
 
 Settlement, when an epoch closes (before its emissions, so the pooled mass counts as
 attribution evidence), per datanet with a positive balance, in datanet-name order:
-- recipients: the datanet's eligible contributions at that moment (status not duplicate,
-  rejected or spam), weighted by ``CorpusArrays.weight`` (distinct token windows, so
+- recipients: the datanet's *accepted* contributions at that moment (validators accepted
+  them: a pending contribution's share would be escrowed, processors/escrow.py, so pools
+  pay validated supply only), weighted by ``CorpusArrays.weight`` (distinct token windows, so
   splitting a text into many uploads gains nothing); one vectorized pass;
 - the balance ``B`` is split exactly (largest remainder, attribution/split.py) into a
   contributor part and a validator part by the policy's contributor:validator fee shares;
@@ -22,7 +23,7 @@ attribution evidence), per datanet with a positive balance, in datanet-name orde
   one debit of ``-B`` on ``pool:<datanet>`` (role ``pool``); so the credits of a settlement
   sum to the balance, each settled pool account nets to zero in its epoch, and every
   usage's fee entries still sum to its fee;
-- no eligible contribution: nothing is paid; the balance (and its mass) is carried to the
+- no accepted contribution: nothing is paid; the balance (and its mass) is carried to the
   next epoch's settlement.
 These rows are part of the epoch's entries and Merkle root (processors/epochs.py), so
 ``poa proof`` covers settled credits like any other.
@@ -66,7 +67,7 @@ class Pools:
             bal, mass = self.balance[dn], self.mass.get(dn, 0.0)
             if bal <= 0 and mass <= 0:
                 continue
-            idx = corpus.eligible_in(dn)
+            idx = corpus.accepted_in(dn)  # validated supply only, like escrow and emissions
             w = corpus.weight[idx]
             if idx.shape[0] == 0 or int(w.sum()) == 0:
                 continue  # carried over

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from attribution.clusters import FarmClusters
-from attribution.quality import Familiarity, Thresholds, is_low_quality, low_quality_reasons, signals
+from attribution.quality import (Commonness, Familiarity, Thresholds, is_low_quality, low_quality_reasons, signals,
+                                 text_form)
 from attribution.velocity import Interner, VelocityTracker
 from streams.policy import Policy
 
@@ -30,7 +31,11 @@ def thresholds(p: Policy) -> Thresholds:
                       min_entropy_norm=p.quality_min_entropy_norm,
                       min_words_per_sentence=p.quality_min_words_per_sentence,
                       max_words_per_sentence=p.quality_max_words_per_sentence,
-                      min_familiarity=p.quality_min_familiarity, min_reasons=p.quality_min_reasons)
+                      min_familiarity=p.quality_min_familiarity, min_reasons=p.quality_min_reasons,
+                      min_common_share=p.quality_min_common_share,
+                      max_compression_structured=p.quality_max_compression_structured,
+                      max_repetition_structured=p.quality_max_repetition_structured,
+                      min_entropy_norm_structured=p.quality_min_entropy_norm_structured)
 
 
 @dataclass
@@ -43,6 +48,7 @@ class SpamGuard:
     def __init__(self, base: Policy) -> None:
         self.accounts = Interner()
         self.familiarity = Familiarity(base.familiarity_bits, base.familiarity_warm_bigrams)
+        self.common = Commonness(20, base.common_warm_tokens, base.common_word_frac)
         self.velocity = VelocityTracker(base.velocity_window_s, base.velocity_alpha,
                                         base.velocity_prior_gap_s)
         self.farms = FarmClusters(base.farm_min_accounts, base.farm_burst_s)
@@ -55,18 +61,25 @@ class SpamGuard:
         self.label_burst_members: dict[int, set[int]] = {}  # account code -> its burst contributions
         self._th: tuple[Policy, Thresholds] | None = None
 
-    def check(self, account: str, ts_s: float, toks: np.ndarray, content: str, policy: Policy) -> Verdict:
+    def check(self, account: str, ts_s: float, toks: np.ndarray, content: str, policy: Policy,
+              domain: int = 0) -> Verdict:
+        """``domain``: the datanet's code; familiarity is learned and judged per datanet."""
         v = Verdict()
         if self._th is None or self._th[0] is not policy:
             self._th = (policy, thresholds(policy))
         th = self._th[1]
-        sig = signals(toks, content.encode("utf-8"), self.familiarity)
-        reasons = low_quality_reasons(sig, th)
-        if not reasons:
-            self.familiarity.learn(toks)
-        detail = (f"tokens={sig.tokens:.0f} compression={sig.compression:.3f} "
+        form = text_form(content)
+        prose = form == "prose"
+        sig = signals(toks, content.encode("utf-8"), self.familiarity if prose else None, domain,
+                      self.common if prose else None)
+        reasons = low_quality_reasons(sig, th, form)
+        if not reasons and prose:
+            self.familiarity.learn(toks, domain)
+            self.common.learn(toks, domain)
+        detail = (f"form={form} tokens={sig.tokens:.0f} compression={sig.compression:.3f} "
                   f"repetition={sig.repetition:.3f} entropy_norm={sig.entropy_norm:.3f} "
-                  f"words_per_sentence={sig.words_per_sentence:.1f} familiarity={sig.familiarity:.3f}")
+                  f"words_per_sentence={sig.words_per_sentence:.1f} familiarity={sig.familiarity:.3f} "
+                  f"common_share={sig.common_share:.3f}")
         if is_low_quality(reasons, th):
             v.spam = True
             v.flags += [(reason, score, detail) for reason, score in reasons]

@@ -120,20 +120,33 @@ class Policy(BaseModel):
 
     # --- near duplicates: estimated Jaccard of word k-gram shingles
     neardup_threshold: float = Field(0.8, gt=0.0, lt=1.0)
+    # a new text whose words lie, for this share, in spans of one earlier text is its copy
+    copy_containment: float = Field(0.8, gt=0.0, le=1.0)
     minhash_num_perm: int = Field(128, ge=16)
     minhash_seed: int = 1
     shingle_k: int = Field(5, ge=1)
 
     # --- spam heuristics (attribution/quality.py, velocity.py, clusters.py)
+    # quality thresholds, calibrated on the calibration half of real corpora (bench/quality.py
+    # --calibrate: honest prose p0.5 / p99.5 of each signal; not on our generator): sentences
+    # under 3.5 or over 140 words on average; word-bigram familiarity does not separate honest
+    # multilingual text (p0.5 = 0.00, median 0.12) from word salad (p99.5 = 0.08), so it is off
     quality_min_tokens: float = 8.0
     quality_min_tokens_stats: float = 16.0
     quality_max_compression: float = 0.20
     quality_max_repetition: float = 0.60
     quality_min_entropy_norm: float = 0.50
-    quality_min_words_per_sentence: float = 6.5
-    quality_max_words_per_sentence: float = 35.0
-    quality_min_familiarity: float = 0.30
+    quality_min_words_per_sentence: float = 3.5
+    quality_max_words_per_sentence: float = 150.0
+    quality_min_familiarity: float = 0.0  # off: see below
     quality_min_reasons: int = 2
+    quality_min_common_share: float = 0.09  # "uncommon" (attribution.quality.Commonness)
+    common_warm_tokens: int = Field(3_000, ge=1)
+    common_word_frac: float = Field(0.002, gt=0.0, lt=1.0)
+    # code and tables (attribution.quality.text_form): only degenerate content is judged
+    quality_max_compression_structured: float = 0.10
+    quality_max_repetition_structured: float = 0.90
+    quality_min_entropy_norm_structured: float = 0.35
     familiarity_bits: int = Field(22, ge=8, le=30)
     familiarity_warm_bigrams: int = 1_000
     velocity_window_s: float = 600.0
@@ -241,7 +254,7 @@ STRUCTURAL = frozenset({
     "shingle_k", "familiarity_bits", "ds_prior_good", "ds_prior_reliability", "ds_prior_strength",
     "ds_prior_votes", "ds_class_prior_strength", "ds_stake_ref", "ds_w_min", "ds_w_max",
     "ds_allow_inverted", "ds_retro", "ds_retro_window", "order_lateness_s",
-    "familiarity_warm_bigrams", "velocity_window_s", "velocity_alpha", "velocity_prior_gap_s",
+    "familiarity_warm_bigrams", "common_warm_tokens", "common_word_frac", "velocity_window_s", "velocity_alpha", "velocity_prior_gap_s",
     "farm_min_accounts", "farm_burst_s", "annotation_burst_s",
 })
 

@@ -65,7 +65,9 @@ def test_familiarity_cold_learn_and_domains():
     fam.learn(a)
     assert fam.filled == len(set(bigram_slots(a, 0, 16).tolist())) and fam.warm
     assert fam.score(a) == 1.0 and fam.score(b) == 0.0
-    assert fam.score(a, domain=1) == 0.0
+    assert math.isnan(fam.score(a, domain=1))  # each domain warms on its own texts
+    fam.learn(b, domain=1)
+    assert fam.is_warm(1) and fam.score(a, domain=1) == 0.0 and fam.score(b, domain=1) == 1.0
     assert math.isnan(fam.score(a[:5]))  # under MIN_BIGRAMS
     with pytest.raises(ValueError, match="bits"):
         Familiarity(bits=40)

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from support.events_factory import LEGAL_DE, MEDICAL, contribution, model, usage, validation
+from support.events_factory import LEGAL_DE, LEGAL_FR, MEDICAL, contribution, model, usage, validation
 
 from attribution.span_kernels import attribute_matches
 from attribution.spans import SpanIndex, allowed_mask_from
@@ -52,6 +52,8 @@ def test_no_evidence_goes_to_one_pool_entry_settled_exactly(settings):
         (C, contribution("e1", "a", "alice", "d", LEGAL_DE, 0)),
         (C, contribution("e2", "b", "bob", "d", MEDICAL, 1)),
         (V, validation("e3", "val1", "a", minute=2)),
+        (V, validation("e3b", "val1", "b", minute=2)),
+        (C, contribution("e3c", "c", "carol", "d", LEGAL_FR, 2)),  # never voted on: not paid
         (M, model("e4", "M", "op", ["d"], minute=3)),
         (U, usage("e5", "r1", "M", 1_000_001, "nothing here matches any contribution at all today", 4)),
         (U, usage("e6", "r2", "M", 999_999, "another unrelated answer with no shared span at all", 5)),
@@ -72,6 +74,8 @@ def test_no_evidence_goes_to_one_pool_entry_settled_exactly(settings):
     assert sum(r["amount"] for r in settle if r["role"] != "pool") == pooled
     assert sum(r["amount"] for r in ledger if r["account"] == "pool:d") == 0
     paid = {(r["role"], r["account"]): r["amount"] for r in settle if r["role"] != "pool"}
+    # accepted contributions only (carol's is pending: a pool pays validated supply)
+    assert core.contribs["c"].status == "pending"
     assert set(paid) == {("contributor", "alice"), ("contributor", "bob"), ("validator", "val1")}
     # contributors by distinct token windows: the split follows the texts' weights exactly
     wa, wb = (pool_weight(token_hashes(t), settings.span_min_tokens) for t in (LEGAL_DE, MEDICAL))
@@ -156,17 +160,20 @@ def test_top_k_keeps_the_strongest_evidence_and_stays_in_lineage(settings, k):
 
 
 def test_splitting_a_text_into_ten_uploads_does_not_raise_its_pool_share(settings):
+    def accepted(cid, minute):  # a pool pays accepted contributions
+        return (V, validation(f"v-{cid}", "val1", cid, minute=minute))
     other = [(C, contribution("o1", "x1", "bob", "d", MEDICAL, 0)),
-             (C, contribution("o2", "x2", "carol", "d", LEGAL_DE, 1))]
+             (C, contribution("o2", "x2", "carol", "d", LEGAL_DE, 1)), accepted("x1", 30), accepted("x2", 30)]
     tail = [(M, model("m", "M", "op", ["d"], minute=50)),
             (U, usage("u", "r", "M", 50_000_000, "an answer that quotes none of the uploads", 51))]
     words = PROSE.split()
     parts = [" ".join(words[j * len(words) // 10:(j + 1) * len(words) // 10]) for j in range(10)]
-    whole = [(C, contribution("a0", "t0", "alice", "d", PROSE, 2))]
-    split = [(C, contribution(f"a{j}", f"t{j}", "alice", "d", p, 2 + j)) for j, p in enumerate(parts)]
+    whole = [(C, contribution("a0", "t0", "alice", "d", PROSE, 2)), accepted("t0", 31)]
+    split = ([(C, contribution(f"a{j}", f"t{j}", "alice", "d", p, 2 + j)) for j, p in enumerate(parts)]
+             + [accepted(f"t{j}", 31 + j) for j in range(10)])
     core1, out1 = process_all(settings, _close(other + whole + tail))
     core2, out2 = process_all(settings, _close(other + split + tail))
-    assert all(core2.contribs[f"t{j}"].status == "pending" for j in range(10))  # all eligible
+    assert all(core2.contribs[f"t{j}"].status == "accepted" for j in range(10))
     one, ten = _settled(out1, "alice"), _settled(out2, "alice")
     assert one > 0 and ten <= one
     assert _settled(out2, "bob") >= _settled(out1, "bob")  # the others lose nothing to the split
@@ -206,6 +213,7 @@ def test_settled_credits_have_inclusion_proofs(settings, sink):
     from processors.audit import build_proof, verify_proof
     core, out = process_all(settings, _close([
         (C, contribution("e1", "a", "alice", "d", LEGAL_DE, 0)),
+        (V, validation("e1v", "val1", "a", minute=1)),
         (M, model("e2", "M", "op", ["d"], minute=1)),
         (U, usage("e3", "r1", "M", 3_000_000, "no span in common with any upload", 2)),
     ]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from support.events_factory import LEGAL_DE, LEGAL_FR, MEDICAL, contribution, model, usage, validation
+from support.events_factory import LEGAL_DE, LEGAL_FR, MEDICAL, contribution, model, usage, validation  # noqa: F401
 
 from poa.settings import Settings
 from processors.replay import process_all
@@ -24,6 +24,12 @@ TABLE = "\n".join([
     "AR\t-2411-06518\tAmerica/Argentina/Jujuy\tJujuy (JY)", "AR\t-2649-06513\tAmerica/Argentina/Tucuman\tTucuman (TM)",
 ])
 VALIDATORS = [f"val{k}" for k in range(4)]
+# Lincoln, 1863, punctuation removed (one 80-word "sentence")
+GETTYSBURG = ("Four score and seven years ago our fathers brought forth on this continent a new nation "
+              "conceived in Liberty and dedicated to the proposition that all men are created equal "
+              "Now we are engaged in a great civil war testing whether that nation or any nation so "
+              "conceived and so dedicated can long endure We are met on a great battle-field of that "
+              "war We have come to dedicate a portion of that field as a final resting place")
 
 
 def _settings(tmp_path, **policy) -> Settings:
@@ -54,8 +60,7 @@ PROSE = [
 
 
 def _calibrate_validators(minute: int = 0) -> list:
-    """Ordinary prose every validator accepts: the validators earn a record, and the
-    familiarity model (warm after 100 bigrams under this test's policy) learns prose."""
+    """Ordinary prose every validator accepts: the validators earn a record."""
     ev = []
     for i, text in enumerate(PROSE):
         cid = f"warm{i}"
@@ -64,22 +69,35 @@ def _calibrate_validators(minute: int = 0) -> list:
     return ev
 
 
+def test_a_table_is_not_judged_as_prose(tmp_path):
+    """A real table has no sentences: the sentence and familiarity reasons do not apply to
+    it (attribution.quality.text_form), so it is not spam, only left to the validators."""
+    core, out = process_all(_settings(tmp_path), _calibrate_validators() + [
+        (C, contribution("t1", "table", "tabler", "d", TABLE, 30))])
+    assert core.contribs["table"].status == "pending"
+    assert not [f for f in out.rows.get("flags", []) if f["contribution_id"] == "table"]
+
+
 def test_validators_overrule_the_text_statistics(tmp_path):
-    """A real table is "spam" to the prose statistics (run-on and unfamiliar: two reasons);
-    four validators accepting it make it accepted and paid like any other."""
-    s = _settings(tmp_path, familiarity_warm_bigrams=100)
+    """Under a strict policy (one reason is spam; sentences of 60 words at most) the table
+    flattened to one line and an unpunctuated speech are "spam"; four validators accepting
+    the first make it accepted and paid like any other; the second, mostly rejected, stays
+    spam."""
+    strict = {"quality_min_reasons": 1, "quality_max_words_per_sentence": 60.0}
+    flat = " ".join(TABLE.split("\n"))
     ev = _calibrate_validators() + [
-        (C, contribution("t1", "table", "tabler", "d", TABLE, 30)),
-        (C, contribution("t2", "table2", "tabler2", "d", TABLE.replace("AQ", "AQX"), 31)),
+        (C, contribution("t1", "table", "tabler", "d", flat, 30)),
+        (C, contribution("t2", "legal", "lawyer", "d", GETTYSBURG, 31)),
     ]
-    core, _ = process_all(s, ev)
-    assert core.contribs["table"].status == "spam" and core.contribs["table2"].status == "spam"
-    ev += _votes("table", ["accept"] * 4, 40) + _votes("table2", ["accept", "reject", "reject", "reject"], 40)
+    core, out = process_all(_settings(tmp_path, **strict), ev)
+    assert core.contribs["table"].status == "spam" and core.contribs["legal"].status == "spam"
+    assert {f["reason"] for f in out.rows["flags"] if f["contribution_id"] == "table"} == {"run_on"}
+    ev += _votes("table", ["accept"] * 4, 40) + _votes("legal", ["accept", "reject", "reject", "reject"], 40)
     ev += [(M, model("m1", "M", "op", ["d"], minute=50)),
-           (U, usage("u1", "r1", "M", 1_000_000, "zones: " + TABLE.split("\n")[11] + " " + TABLE.split("\n")[12], 51))]
-    core, out = process_all(_settings(tmp_path / "b", familiarity_warm_bigrams=100), ev)
+           (U, usage("u1", "r1", "M", 1_000_000, "zones: " + " ".join(TABLE.split("\n")[11:13]), 51))]
+    core, out = process_all(_settings(tmp_path / "b", **strict), ev)
     assert core.contribs["table"].status == "accepted"  # validators decided
-    assert core.contribs["table2"].status == "spam"  # the signal stands without acceptance
+    assert core.contribs["legal"].status == "spam"  # the signal stands without acceptance
     paid = {r["account"] for r in out.rows["reward_ledger"] if r["ref_event_id"] == "u1" and r["role"] == "contributor"}
     assert paid == {"tabler"}
 
