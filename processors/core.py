@@ -397,7 +397,7 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
         rows, forfeited = self.escrow.resolve(
             changed, lambda i: self.by_idx[i].status,
             lambda i: (self.by_idx[i].contribution_id, self.by_idx[i].contributor, self.by_idx[i].datanet),
-            self.book.booking_epoch(ev.ts), ev.ts, self.seq)
+            self.book.booking_epoch(ev.ts), ev.ts, self.seq, ev.event_id)
         for dn, amount in sorted(forfeited.items()):
             self.pools.add(dn, amount, 0.0)
         self._book(res, rows)

@@ -101,16 +101,15 @@ class CorpusArrays:
 
     def eligible_in(self, datanet: str) -> np.ndarray:
         """Eligible contribution indices of ``datanet``, ascending (one vectorized pass)."""
-        c = self.datanet_code.get(datanet)
-        if c is None:
-            return np.zeros(0, dtype=np.int64)
-        n = self.n
-        return np.flatnonzero(self.eligible[:n] & (self.datanet[:n] == c))
+        return self._in(self.eligible, datanet)
 
     def accepted_in(self, datanet: str) -> np.ndarray:
         """Accepted contribution indices of ``datanet``, ascending (one vectorized pass)."""
+        return self._in(self.accepted, datanet)
+
+    def _in(self, column: np.ndarray, datanet: str) -> np.ndarray:
         c = self.datanet_code.get(datanet)
         if c is None:
             return np.zeros(0, dtype=np.int64)
         n = self.n
-        return np.flatnonzero(self.accepted[:n] & (self.datanet[:n] == c))
+        return np.flatnonzero(column[:n] & (self.datanet[:n] == c))

@@ -8,7 +8,7 @@ contribution's status next changes (a vote, the epoch-close status refresh, a fa
 later), at the end of that event:
 
 - ``accepted``: **released**, two rows, source ``escrow``, ``ref_event_id``
-  ``escrow:<contribution_id>:<seq>``: ``-H`` on the escrow account (role ``escrow``) and
+  ``escrow:<contribution_id>:<event_id>`` (the resolving event): ``-H`` on the escrow account (role ``escrow``) and
   ``+H`` to the contributor (role ``contributor``);
 - ``rejected``, ``duplicate`` or ``spam``: **forfeited**: ``-H`` on the escrow account and
   ``+H`` to the pool of the contribution's datanet (account ``pool:<datanet>``, role
@@ -50,11 +50,13 @@ class Escrow:
         return sum(self.held.values())
 
     def resolve(self, changed: list[int], status_of, contribution_of, epoch: int, ts: datetime,
-                seq: int) -> tuple[list[dict], dict[str, int]]:
+                seq: int, event_id: str) -> tuple[list[dict], dict[str, int]]:
         """Ledger rows for the held balances of ``changed`` contribution indices (ascending,
         each once) whose status is now final-for-now (accepted: release; ineligible: forfeit),
         and the forfeited amount per datanet (for the pools). ``status_of(idx)``,
-        ``contribution_of(idx)`` -> (contribution_id, contributor, datanet)."""
+        ``contribution_of(idx)`` -> (contribution_id, contributor, datanet); ``event_id``:
+        the resolving event (the entry ids depend on it, never on ``seq``, which differs
+        between runs that logged dead letters in another order)."""
         rows: list[dict] = []
         forfeited: dict[str, int] = {}
         for idx in sorted(set(changed)):
@@ -63,7 +65,7 @@ class Escrow:
             if amount == 0 or status == "pending":
                 continue
             cid, contributor, datanet = contribution_of(idx)
-            ref = f"escrow:{cid}:{seq}"
+            ref = f"escrow:{cid}:{event_id}"  # not the seq: arrival order must not change ids
             if status == "accepted":
                 to, role = contributor, "contributor"
             else:
