@@ -11,7 +11,9 @@ Indexed by contribution index (``ContributionState.idx``, the span index's doc i
   windows of ``window`` tokens (the span length that can earn credit). Splitting a text
   into parts never raises the sum: every window of a part is a window of the whole, and
   each cut loses ``window - 1`` windows; repeating a phrase inside a text adds nothing.
-  A text shorter than a window weighs 1.
+  A text shorter than a window weighs 1. The core then lowers it to the windows no earlier
+  eligible contribution holds (handlers_contributions.py ``_novel_windows``; annotations
+  excepted): a later upload weighs what it added.
 Also the eligible count per datanet (O(1) "does this datanet have anyone to pay?").
 """
 from __future__ import annotations

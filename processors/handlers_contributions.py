@@ -12,7 +12,7 @@ from datetime import datetime
 
 import numpy as np
 
-from attribution.shingles import shingles
+from attribution.shingles import ngram_hashes, shingles
 from attribution.text import sequence_hash, token_hashes
 from attribution.quality import text_form
 from processors.handlers_usage import covered_tokens
@@ -84,6 +84,8 @@ class ContributionHandlers:
                            f"{share:.0%} of its words lie in spans of >= {self.P.span_min_tokens} words "
                            f"of {o.contribution_id}", ev.ts, ev.event_id)
             else:
+                if c.kind != "annotation":  # agreeing annotators each did the work
+                    self.corpus.weight[c.idx] = self._novel_windows(toks, int(self.corpus.weight[c.idx]))
                 self.index.add(c.idx, toks)
                 self.by_datanet.setdefault(c.datanet, []).append(c.idx)
         orig = -1 if agrees >= 0 else self.contribs[first].idx if first is not None else match
@@ -112,6 +114,28 @@ class ContributionHandlers:
             if share > best_share:
                 best, best_share = int(docs[j]), share
         return (best, best_share) if best_share >= P.copy_containment else None
+
+    def _novel_windows(self, toks: np.ndarray, total: int) -> int:
+        """The contribution's supply weight: its distinct ``span_min_tokens``-word windows that
+        no earlier eligible contribution holds (a window inside a matched span is not new).
+        So a later upload earns pool settlements and emissions only for what it added, the
+        first source keeps the rest. ``total``: all its distinct windows (the cap)."""
+        w = self.P.span_min_tokens
+        m = int(toks.shape[0])
+        if m < w:
+            return total
+        s, L, _ = self.index.find_spans(toks, self.corpus.mask(), self.P.span_max_occurrences,
+                                        self.P.span_work_budget)
+        if not s.shape[0]:
+            return total
+        n_win = m - w + 1
+        edge = np.zeros(n_win + 1, dtype=np.int64)
+        np.add.at(edge, s, 1)
+        np.add.at(edge, np.minimum(s + L - w + 1, n_win), -1)
+        old = np.cumsum(edge[:n_win]) > 0
+        grams = ngram_hashes(toks, w)
+        novel = np.setdiff1d(grams[~old], grams[old])
+        return min(total, int(novel.shape[0]))
 
     @staticmethod
     def _agreement(c: ContributionState, earlier: ContributionState) -> bool:

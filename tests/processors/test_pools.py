@@ -256,3 +256,29 @@ def test_a_shared_span_credits_its_earliest_source_only(settings):
         step(both, t, raw)
     res = both.release(None)
     assert {a["contribution_id"] for a in res.rows["attributions"]} == {"orig", "copy"}  # without the rule
+
+
+def test_a_later_upload_adds_only_its_new_windows_to_supply(settings):
+    """Supply weight (pool settlements, emissions) counts the windows a contribution added:
+    a later upload that repeats half of an earlier text weighs about its other half, the
+    first source keeps its whole weight, and an annotation agreeing with another keeps its
+    own (agreeing annotators each did the work)."""
+    words = PROSE.split()
+    first_half, second_half = " ".join(words[:80]), " ".join(words[80:160])
+    core, _ = process_all(settings, [
+        (C, contribution("e1", "orig", "alice", "d", first_half, 0)),
+        (C, contribution("e2", "later", "mallory", "d", first_half[:400] + " " + MEDICAL, 1)),
+        (C, contribution("e3", "fresh", "bob", "d", second_half, 2)),
+        (C, contribution("e4", "lab1", "ann1", "d", "image 001: label=tabby cat indoors in daylight near a window", 3,
+                         kind="annotation")),
+        (C, contribution("e5", "lab2", "ann2", "d", "image 001: label=tabby cat indoors in daylight near a window", 4,
+                         kind="annotation")),
+    ])
+    w = settings.span_min_tokens
+    weight = {cid: int(core.corpus.weight[core.contribs[cid].idx]) for cid in ("orig", "later", "fresh", "lab1", "lab2")}
+    assert core.contribs["later"].status == "pending"  # not a copy as a whole
+    assert weight["orig"] == pool_weight(token_hashes(first_half), w)
+    assert weight["fresh"] == pool_weight(token_hashes(second_half), w)
+    assert weight["later"] <= pool_weight(token_hashes(MEDICAL), w) + w  # its own text (and the seam)
+    assert weight["later"] < pool_weight(token_hashes(first_half[:400] + " " + MEDICAL), w) // 2
+    assert weight["lab1"] == weight["lab2"] > 0
