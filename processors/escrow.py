@@ -46,9 +46,6 @@ class Escrow:
         if amount:
             self.held[idx] = self.held.get(idx, 0) + int(amount)
 
-    def total(self) -> int:
-        return sum(self.held.values())
-
     def resolve(self, changed: list[int], status_of, contribution_of, epoch: int, ts: datetime,
                 seq: int, event_id: str) -> tuple[list[dict], dict[str, int]]:
         """Ledger rows for the held balances of ``changed`` contribution indices (ascending,

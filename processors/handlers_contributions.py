@@ -53,6 +53,15 @@ class ContributionHandlers:
         self.by_idx.append(c)
         self.corpus.add(c.idx, c.datanet, c.contributor, toks, c.status)
         c.arrays = self.corpus  # eligibility follows every status change from here on
+        form = text_form(ev.content)
+        found: list = []
+
+        def spans():  # the span query against earlier eligible texts, at most once per upload
+            if not found:
+                P = self.P
+                found.append(self.index.find_spans(toks, self.corpus.mask(), P.span_max_occurrences,
+                                                   P.span_work_budget))
+            return found[0]
         first, match, agrees = self.by_hash.get(h), -1, -1
         if first is not None and self._agreement(c, self.contribs[first]):
             agrees = self.contribs[first].idx  # the same label from another annotator
@@ -75,7 +84,7 @@ class ContributionHandlers:
                 self._flag(res, c, "near_duplicate", jaccard,
                            f"estimated Jaccard {jaccard:.3f} with {self.by_idx[match].contribution_id}",
                            ev.ts, ev.event_id)
-            elif agrees < 0 and text_form(ev.content) == "prose" and (copied := self._copied_from(toks)) is not None:
+            elif agrees < 0 and form == "prose" and (copied := self._copied_from(toks, spans())) is not None:
                 match, share = copied  # a lightly edited copy: most of it is spans of one text
                 o = self.by_idx[match]
                 c.status, c.duplicate_of = "duplicate", o.duplicate_of or o.contribution_id
@@ -85,24 +94,24 @@ class ContributionHandlers:
                            f"of {o.contribution_id}", ev.ts, ev.event_id)
             else:
                 if c.kind != "annotation":  # agreeing annotators each did the work
-                    self.corpus.weight[c.idx] = self._novel_windows(toks, int(self.corpus.weight[c.idx]))
+                    self.corpus.weight[c.idx] = self._novel_windows(toks, int(self.corpus.weight[c.idx]), spans())
                 self.index.add(c.idx, toks)
                 self.by_datanet.setdefault(c.datanet, []).append(c.idx)
         orig = -1 if agrees >= 0 else self.contribs[first].idx if first is not None else match
-        self._spam_checks(res, c, ev, toks, orig, agrees)
+        self._spam_checks(res, c, ev, toks, orig, agrees, form)
         res.add("contributions", self._contribution_row(c, ev.event_id))
         self._release(res, "contribution:" + ev.contribution_id)
 
-    def _copied_from(self, toks: np.ndarray) -> tuple[int, float] | None:
+    def _copied_from(self, toks: np.ndarray, spans) -> tuple[int, float] | None:
         """(earlier contribution, share) when at least ``copy_containment`` of the new text's
         words lie in matched spans (>= ``span_min_tokens`` words) of ONE earlier eligible
         contribution: a copy with light edits, which MinHash (a Jaccard of whole shingle sets)
         misses once every 30th word is changed. Prose only: rows of a table or lines of code
-        repeat spans across honest files. Bounded by the span query's caps."""
+        repeat spans across honest files. ``spans``: the span query's (starts, lengths, docs)."""
         P, m = self.P, int(toks.shape[0])
         if m < 2 * P.span_min_tokens:
             return None
-        s, L, d = self.index.find_spans(toks, self.corpus.mask(), P.span_max_occurrences, P.span_work_budget)
+        s, L, d = spans
         if not s.shape[0]:
             return None
         docs, inv = np.unique(d, return_inverse=True)
@@ -115,7 +124,7 @@ class ContributionHandlers:
                 best, best_share = int(docs[j]), share
         return (best, best_share) if best_share >= P.copy_containment else None
 
-    def _novel_windows(self, toks: np.ndarray, total: int) -> int:
+    def _novel_windows(self, toks: np.ndarray, total: int, spans) -> int:
         """The contribution's supply weight: its distinct ``span_min_tokens``-word windows that
         no earlier eligible contribution holds (a window inside a matched span is not new).
         So a later upload earns pool settlements and emissions only for what it added, the
@@ -124,8 +133,7 @@ class ContributionHandlers:
         m = int(toks.shape[0])
         if m < w:
             return total
-        s, L, _ = self.index.find_spans(toks, self.corpus.mask(), self.P.span_max_occurrences,
-                                        self.P.span_work_budget)
+        s, L, _ = spans
         if not s.shape[0]:
             return total
         n_win = m - w + 1
@@ -144,14 +152,14 @@ class ContributionHandlers:
         return c.kind == "annotation" and earlier.kind == "annotation" and earlier.contributor != c.contributor
 
     def _spam_checks(self, res: Result, c: ContributionState, ev: Contribution, toks: np.ndarray,
-                     orig: int, agrees: int) -> None:
+                     orig: int, agrees: int, form: str) -> None:
         """Quality, velocity and farm evidence (processors/spam.py). Signals are evidence: a
         contribution they mark ``spam`` gets a low prior in the validator model, and
         validators who accept it (posterior >= ``status_accept_at``) overrule them
         (handlers_validations.py)."""
         ts_s = ev.ts.timestamp()
         verdict = self.guard.check(ev.contributor, ts_s, toks, ev.content, self.P,
-                                   self.corpus.datanet_code[c.datanet])
+                                   self.corpus.datanet_code[c.datanet], form)
         for reason, score, detail in verdict.flags:
             self._flag(res, c, reason, score, detail, ev.ts, ev.event_id)
         if verdict.spam:

@@ -62,13 +62,14 @@ class SpamGuard:
         self._th: tuple[Policy, Thresholds] | None = None
 
     def check(self, account: str, ts_s: float, toks: np.ndarray, content: str, policy: Policy,
-              domain: int = 0) -> Verdict:
-        """``domain``: the datanet's code; familiarity is learned and judged per datanet."""
+              domain: int = 0, form: str | None = None) -> Verdict:
+        """``domain``: the datanet's code; familiarity is learned and judged per datanet.
+        ``form``: :func:`text_form` of ``content`` when the caller has it already."""
         v = Verdict()
         if self._th is None or self._th[0] is not policy:
             self._th = (policy, thresholds(policy))
         th = self._th[1]
-        form = text_form(content)
+        form = form or text_form(content)
         prose = form == "prose"
         sig = signals(toks, content.encode("utf-8"), self.familiarity if prose else None, domain,
                       self.common if prose else None)

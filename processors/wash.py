@@ -82,17 +82,26 @@ class WashWatch:
                 received[(c, dn)] = received.get((c, dn), 0.0) + x
                 dn_total[dn] = dn_total.get(dn, 0.0) + x
 
+        others_in: dict[tuple[int, str], tuple[float, int]] = {}
+
+        def others_of(op: _OperatorEpoch, dn: str) -> tuple[float, int]:
+            """(weight the other operators credit in ``dn``, contributors they credit there),
+            once per (operator, datanet)."""
+            key = (id(op), dn)
+            if key not in others_in:
+                mine = {c2: op.by_datanet.get((c2, dn), 0.0) for c2 in in_datanet[dn]}
+                others_in[key] = (dn_total[dn] - sum(mine.values()),
+                                  sum(1 for c2 in in_datanet[dn] if received[(c2, dn)] - mine[c2] > 1e-12))
+            return others_in[key]
+
         def owned(op: _OperatorEpoch, c: str, dn: str, x: float) -> bool:
             """Does ``op`` own contributor ``c`` in datanet ``dn`` (module doc)?"""
             if x < P.wash_loop_owned_share * received[(c, dn)]:
                 return False
-            mine = {c2: op.by_datanet.get((c2, dn), 0.0) for c2 in in_datanet[dn]}
-            others_total = dn_total[dn] - sum(mine.values())
+            others_total, n_others = others_of(op, dn)
             if others_total <= 1e-12 * dn_total[dn]:
                 return False  # only this operator draws on the datanet: nothing to compare
-            n_others = sum(1 for c2 in in_datanet[dn] if received[(c2, dn)] - mine[c2] > 1e-12)
-            others_c = received[(c, dn)] - x
-            return others_c < P.wash_loop_others_ratio * others_total / n_others
+            return received[(c, dn)] - x < P.wash_loop_others_ratio * others_total / n_others
         crediting = [name for name, op in ops.items() if op.credited]
         rows = []
 
