@@ -260,6 +260,25 @@ class NearDupIndex:
         self._root[self.lsh.n - 1] = doc_id if match < 0 else self.root_of(match)
         return match, est
 
+    def matches_and_add(self, doc_id: int, shingles: np.ndarray, limit: int = 8) -> tuple[np.ndarray, np.ndarray]:
+        """(doc ids, estimated Jaccards) of up to ``limit`` indexed documents at or above the
+        threshold, smallest ids first; indexes the document (its family root is itself)."""
+        if len(shingles) == 0:
+            return np.empty(0, dtype=np.int64), np.empty(0)
+        sig = self.signature(shingles)
+        rows = self.lsh.query_rows(sig)
+        docs, sims = np.empty(0, dtype=np.int64), np.empty(0)
+        if rows.shape[0]:
+            est = np.count_nonzero(self.lsh.sigs[rows] == sig, axis=1) / self.lsh.num_perm
+            ok = est >= self.threshold
+            docs, sims = self.lsh.row_doc[rows[ok]].astype(np.int64), est[ok]
+            order = np.argsort(docs, kind="stable")[:limit]
+            docs, sims = docs[order], sims[order]
+        self.lsh.insert(doc_id, sig)
+        self._root = _grow(self._root, self.lsh.n)
+        self._root[self.lsh.n - 1] = doc_id
+        return docs, sims
+
     def root_of(self, doc_id: int) -> int:
         """The earliest document of ``doc_id``'s near-duplicate family (itself if none)."""
         row = self.lsh.row_of(doc_id)

@@ -26,6 +26,11 @@ Contract:
   (honest >= 7.8, templated <= 5.25) or > 35 "run_on" (honest <= 14.5, salad has no sentence end);
   familiarity < 0.30 "unfamiliar" (honest >= 0.43 once warm, low-quality <= 0.06); tokens < 8
   "too_short". Result on the scenario: 30/30 low-quality texts with >= 2 reasons, 0/300 honest.
+- ``ordered``: :meth:`OrderModel.ordered_share`, the share of adjacent pairs of known words
+  seen side by side in the shipped :class:`Reference` or in earlier clean prose (reason
+  ``scrambled`` under ``th.min_ordered``; word salad). ``common_share``: :class:`Commonness`
+  (reason ``uncommon``). ``th.decisive``: reasons that mark spam alone (policy
+  ``quality_decisive_reasons``); :func:`is_low_quality` is ``len >= min_reasons`` or one of them.
 - ``Familiarity(bits=22)``: saturating uint8 counters of hashed word bigrams (4 MiB, no Python
   ``hash``); ``score(toks, domain=0)``, ``learn(toks, domain=0)``. Feed ``learn`` only texts with NO
   reason at all: a spam text seen while the model is cold (one reason, say "fragmented") would
@@ -35,16 +40,19 @@ Contract:
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numba as nb
 import numpy as np
 
 COMPRESS_MAX_BYTES = 256 * 1024
 MIN_BIGRAMS = 8
+MIN_KNOWN_PAIRS = 8
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,7 @@ class QualitySignals:
     words_per_sentence: float
     familiarity: float = math.nan
     common_share: float = math.nan
+    ordered: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,8 @@ class Thresholds:
     min_familiarity: float = 0.30
     min_reasons: int = 2
     min_common_share: float = 0.0  # "uncommon"; 0 = off
+    min_ordered: float = 0.0  # "scrambled"; 0 = off
+    decisive: tuple[str, ...] = ()  # reasons selective enough to mark spam alone
     max_compression_structured: float = 0.10  # code and tables (text_form)
     max_repetition_structured: float = 0.85
     min_entropy_norm_structured: float = 0.35
@@ -224,9 +235,141 @@ class Commonness:
         self.total_by[domain] = self.total_by.get(domain, 0) + int(toks.shape[0])
 
 
+REFERENCE_PATH = Path(__file__).with_name("data") / "reference_ngrams.npz"
+
+
+@nb.njit(cache=True, nogil=True)
+def word_key32(tok):
+    return np.uint32(_mix(tok) >> np.uint64(32))
+
+
+@nb.njit(cache=True, nogil=True)
+def pair_key32(a, b):
+    return np.uint32(_mix(_mix(a) + b) >> np.uint64(32))
+
+
+@nb.njit(cache=True, nogil=True)
+def _member(sorted_keys: np.ndarray, key) -> bool:
+    i = np.searchsorted(sorted_keys, key)
+    return i < sorted_keys.shape[0] and sorted_keys[i] == key
+
+
+@nb.njit(cache=True, nogil=True)
+def _bit(bits: np.ndarray, key) -> bool:
+    k = np.uint64(key) & np.uint64(bits.shape[0] * 64 - 1)
+    return (bits[k >> np.uint64(6)] >> (k & np.uint64(63))) & np.uint64(1) == np.uint64(1)
+
+
+@nb.njit(cache=True, nogil=True)
+def _set_bits(bits: np.ndarray, keys: np.ndarray) -> None:
+    mask = np.uint64(bits.shape[0] * 64 - 1)
+    for key in keys:
+        k = np.uint64(key) & mask
+        bits[k >> np.uint64(6)] |= np.uint64(1) << (k & np.uint64(63))
+
+
+@nb.njit(cache=True, nogil=True)
+def ordered_pairs(toks: np.ndarray, ref_words: np.ndarray, ref_pairs: np.ndarray,
+                  word_bits: np.ndarray, pair_bits: np.ndarray):
+    """(known pairs, seen pairs) of adjacent words: a pair is *known* when both words are in
+    the reference (``ref_words``, sorted uint32 keys) or in the learned ``word_bits`` bitset,
+    and *seen* when the pair itself is in ``ref_pairs`` or the learned ``pair_bits``."""
+    m = toks.shape[0] - 1
+    if m <= 0:
+        return 0, 0
+    known_w = np.empty(m + 1, dtype=np.bool_)
+    for i in range(m + 1):
+        w = word_key32(toks[i])
+        known_w[i] = _bit(word_bits, w) or _member(ref_words, w)
+    known = 0
+    seen = 0
+    for i in range(m):
+        if known_w[i] and known_w[i + 1]:
+            known += 1
+            p = pair_key32(toks[i], toks[i + 1])
+            if _bit(pair_bits, p) or _member(ref_pairs, p):
+                seen += 1
+    return known, seen
+
+
+class Reference:
+    """A fixed word-order model: the uint32 keys (:func:`word_key32`, :func:`pair_key32`) of
+    the words and adjacent word pairs of a reference corpus, sorted. Built by ``python
+    bench/quality.py --build-reference`` from the real corpora's calibration part (never the
+    held-out part) and shipped as ``attribution/data/reference_ngrams.npz``: a datanet is
+    judged from its first text on, the way CCNet judges text with a pre-trained language
+    model. ``fingerprint``: BLAKE2b of the keys (the policy names the model by it)."""
+
+    def __init__(self, words: np.ndarray, pairs: np.ndarray):
+        self.words = np.ascontiguousarray(np.unique(words.astype(np.uint32)))
+        self.pairs = np.ascontiguousarray(np.unique(pairs.astype(np.uint32)))
+        h = hashlib.blake2b(digest_size=8)
+        h.update(self.words.tobytes())
+        h.update(self.pairs.tobytes())
+        self.fingerprint = h.hexdigest()
+
+    @classmethod
+    def empty(cls) -> "Reference":
+        return cls(np.empty(0, np.uint32), np.empty(0, np.uint32))
+
+    @classmethod
+    def load(cls, path: Path = REFERENCE_PATH) -> "Reference":
+        with np.load(path) as z:
+            return cls(z["words"], z["pairs"])
+
+    def save(self, path: Path = REFERENCE_PATH) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, words=self.words, pairs=self.pairs)
+
+    @staticmethod
+    def keys_of(toks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return _keys_of(np.ascontiguousarray(toks, dtype=np.uint64))
+
+
+@nb.njit(cache=True, nogil=True)
+def _keys_of(toks):
+    n = toks.shape[0]
+    w = np.empty(n, dtype=np.uint32)
+    p = np.empty(max(0, n - 1), dtype=np.uint32)
+    for i in range(n):
+        w[i] = word_key32(toks[i])
+        if i + 1 < n:
+            p[i] = pair_key32(toks[i], toks[i + 1])
+    return w, p
+
+
+class OrderModel:
+    """Word order of natural text: the shipped :class:`Reference` plus what clean prose of
+    any datanet taught since (bitsets of word and pair keys: ``word_bits`` and ``pair_bits``
+    bits, exact below a fill of a few percent; 2 MiB + 8 MiB by default).
+
+    ``ordered_share(toks)``: the share of the text's adjacent pairs of *known* words that
+    were seen side by side. Natural text reuses word orders its language already holds ("of
+    the", "is used to"); words drawn at random from a vocabulary (word salad) form pairs
+    nobody wrote, although each word is familiar. Unknown words (a new topic, a language
+    nobody wrote in yet) do not count. NaN under ``min_pairs`` known pairs."""
+
+    def __init__(self, reference: Reference | None = None, word_bits: int = 24, pair_bits: int = 26,
+                 min_pairs: int = MIN_KNOWN_PAIRS):
+        self.reference = reference or Reference.empty()
+        self.words = np.zeros(1 << (word_bits - 6), dtype=np.uint64)
+        self.pairs = np.zeros(1 << (pair_bits - 6), dtype=np.uint64)
+        self.min_pairs = min_pairs
+
+    def ordered_share(self, toks: np.ndarray) -> float:
+        known, seen = ordered_pairs(np.ascontiguousarray(toks, dtype=np.uint64), self.reference.words,
+                                    self.reference.pairs, self.words, self.pairs)
+        return seen / known if known >= self.min_pairs else math.nan
+
+    def learn(self, toks: np.ndarray) -> None:
+        w, p = Reference.keys_of(toks)
+        _set_bits(self.words, w)
+        _set_bits(self.pairs, p)
+
+
 def signals(token_hashes: np.ndarray, text_bytes: bytes,
             familiarity: Familiarity | None = None, domain: int = 0,
-            common: Commonness | None = None) -> QualitySignals:
+            common: Commonness | None = None, order: OrderModel | None = None) -> QualitySignals:
     toks = np.ascontiguousarray(token_hashes, dtype=np.uint64)
     n = int(toks.shape[0])
     head = text_bytes[:COMPRESS_MAX_BYTES]
@@ -238,7 +381,8 @@ def signals(token_hashes: np.ndarray, text_bytes: bytes,
         entropy_norm=float(ent / math.log2(n)) if n >= 2 else math.nan,
         words_per_sentence=float(n / ends) if ends else float(n),
         familiarity=familiarity.score(toks, domain) if familiarity is not None else math.nan,
-        common_share=common.score(toks, domain) if common is not None else math.nan)
+        common_share=common.score(toks, domain) if common is not None else math.nan,
+        ordered=order.ordered_share(toks) if order is not None else math.nan)
 
 
 def _below(x: float, thr: float) -> float:
@@ -269,7 +413,8 @@ def low_quality_reasons(sig: QualitySignals, th: Thresholds = DEFAULT_THRESHOLDS
                   ("fragmented", _below(sig.words_per_sentence, th.min_words_per_sentence)),
                   ("run_on", _above(sig.words_per_sentence, th.max_words_per_sentence)),
                   ("unfamiliar", _below(sig.familiarity, th.min_familiarity)),
-                  ("uncommon", _below(sig.common_share, th.min_common_share)))
+                  ("uncommon", _below(sig.common_share, th.min_common_share)),
+                  ("scrambled", _below(sig.ordered, th.min_ordered)))
     else:
         checks = (("compressible", _below(sig.compression, th.max_compression_structured)),
                   ("repetitive", _above(sig.repetition, th.max_repetition_structured, 1.0)),
@@ -291,16 +436,24 @@ FORM_MAX_LINES = 200
 def text_form(text: str) -> str:
     """``"table"``, ``"code"`` or ``"prose"`` from the first ``FORM_MAX_LINES`` non-empty
     lines: a table when at least 4 lines and 80% of them hold the same positive number of
-    one delimiter (tab, comma, semicolon, pipe); code when at least 5 lines and half of
+    one delimiter (tab, comma, semicolon, pipe), or 80% hold a tab after their indentation,
+    or 90% hold between half and all of the first line's delimiters (3 or more: ragged rows)
+    in fields of 16 characters or less on average; code when at least 5 lines and half of
     them look like code (indentation, a trailing brace or semicolon, a comment marker, a
     keyword or an assignment); prose otherwise (a paragraph is one long line)."""
     lines = [ln for ln in text.splitlines()[:4 * FORM_MAX_LINES] if ln.strip()][:FORM_MAX_LINES]
     data = [ln for ln in lines if not ln.lstrip().startswith("#")]
     if len(data) >= 4:
+        if sum(1 for ln in data if "\t" in ln.strip(" \t")) >= 0.8 * len(data):
+            return "table"  # tabs inside most lines (leading tabs are indentation)
         for delim in ("\t", ",", ";", "|"):
             counts = [ln.count(delim) for ln in data]
             top = max(set(counts), key=lambda c: (counts.count(c), c))
             if top >= 1 and counts.count(top) >= 0.8 * len(data):
+                return "table"
+            head = counts[0]  # ragged rows (optional trailing columns left out) of short fields
+            if (head >= 3 and sum(1 for c in counts if (head + 1) // 2 <= c <= head) >= 0.9 * len(data)
+                    and sum(map(len, data)) <= 16 * sum(c + 1 for c in counts)):
                 return "table"
     if len(lines) >= 5 and sum(1 for ln in lines if _CODE_LINE.search(ln)) >= 0.5 * len(lines):
         return "code"
@@ -308,4 +461,5 @@ def text_form(text: str) -> str:
 
 
 def is_low_quality(reasons: list[tuple[str, float]], th: Thresholds = DEFAULT_THRESHOLDS) -> bool:
-    return len(reasons) >= th.min_reasons
+    """At least ``th.min_reasons`` reasons, or one of ``th.decisive``."""
+    return len(reasons) >= th.min_reasons or any(r in th.decisive for r, _ in reasons)

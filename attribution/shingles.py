@@ -71,3 +71,25 @@ def shingles_batch(flat: np.ndarray, offsets: np.ndarray, k: int = SHINGLE_K):
     for d in range(nd):
         out[out_offs[d]:out_offs[d + 1]] = shingles(flat[offsets[d]:offsets[d + 1]], k)
     return out, out_offs
+
+
+@nb.njit(cache=True, nogil=True)
+def skip_bigrams(tokens: np.ndarray, d: int) -> np.ndarray:
+    """Ordered word pairs at distance 1..``d`` (``a`` before ``b``), hashed: the shingles of
+    the template index (processors/handlers_contributions.py). Slot-filled copies of one
+    template keep the pairs around their fixed words and in their order; texts that merely
+    share a vocabulary do not. ``sum(min(d, len - 1 - i))`` values."""
+    m = tokens.shape[0]
+    if m < 2 or d < 1:
+        return np.empty(0, dtype=np.uint64)
+    n = 0
+    for i in range(m - 1):
+        n += min(d, m - 1 - i)
+    out = np.empty(n, dtype=np.uint64)
+    k = 0
+    for i in range(m - 1):
+        a = mix64(tokens[i] ^ np.uint64(0x5851F42D4C957F2D))
+        for j in range(i + 1, min(m, i + 1 + d)):
+            out[k] = mix64(a + tokens[j] * _B)
+            k += 1
+    return out

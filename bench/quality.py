@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def calibrate(items) -> None:
-    from attribution.quality import Commonness, Familiarity, signals, text_form
+    from attribution.quality import Commonness, Familiarity, OrderModel, Reference, signals, text_form
     from attribution.text import token_hashes
     from poa.quality_eval import make_spam
-    fam, common, dom = Familiarity(), Commonness(), {}
+    fam, common, dom, order = Familiarity(), Commonness(), {}, OrderModel(Reference.load())
     vals: dict[str, list] = defaultdict(list)
     spam = make_spam(items, 1, 100)
     for role, group in (("honest", [(None, it) for it in items]), ("spam", spam)):
@@ -39,12 +39,13 @@ def calibrate(items) -> None:
                 continue
             d = dom.setdefault(f"{it.kind}-{it.lang}", len(dom))
             sig = signals(toks, it.text.encode(), fam if form == "prose" else None, d,
-                          common if form == "prose" else None)
+                          common if form == "prose" else None, order if form == "prose" else None)
             if role == "honest" and form == "prose":
                 fam.learn(toks, d)
                 common.learn(toks, d)
+                order.learn(toks)
             vals[f"{role}:{form}" if role == "honest" else f"spam:{kind}"].append(sig)
-    fields = ("compression", "repetition", "entropy_norm", "words_per_sentence", "familiarity", "common_share")
+    fields = ("compression", "repetition", "entropy_norm", "words_per_sentence", "familiarity", "common_share", "ordered")
     print("| group | n | " + " | ".join(f"{f} p0.5 / p50 / p99.5" for f in fields) + " |")
     print("|---|---|" + "---|" * len(fields))
     for g, sigs in sorted(vals.items()):
@@ -56,6 +57,37 @@ def calibrate(items) -> None:
         print(f"| {g} | {len(sigs)} | " + " | ".join(cells) + " |")
 
 
+def reference_items(per_group: int = 1000):
+    """(reference items, threshold items): the reference model is built from the real
+    corpora's calibration part except the items of the calibration sample that thresholds
+    are set on (a second hash halves them); the held-out part is never touched."""
+    import hashlib
+    from poa.realdata import corpus, split
+    cal_big, _ = split(corpus(per_group=per_group))
+    cal, _ = split(corpus(per_group=120))
+    sample = {it.id for it in cal}
+
+    def tune(it) -> bool:
+        return it.id in sample and hashlib.blake2b(it.id.encode(), digest_size=4).digest()[0] >= 128
+    return [it for it in cal_big if not tune(it)], [it for it in cal if tune(it)]
+
+
+def build_reference() -> None:
+    from attribution.quality import REFERENCE_PATH, Reference, text_form
+    from attribution.text import token_hashes
+    ref_items, _ = reference_items()
+    words, pairs = [], []
+    for it in ref_items:
+        if it.kind in ("prose", "legal") and text_form(it.text) == "prose":
+            w, p = Reference.keys_of(token_hashes(it.text))
+            words.append(w)
+            pairs.append(p)
+    ref = Reference(np.concatenate(words), np.concatenate(pairs))
+    ref.save(REFERENCE_PATH)
+    print(f"{len(ref_items)} reference items: {ref.words.shape[0]} words, {ref.pairs.shape[0]} pairs "
+          f"-> {REFERENCE_PATH} ({REFERENCE_PATH.stat().st_size / 1e6:.1f} MB, fingerprint {ref.fingerprint})")
+
+
 def main() -> None:
     from poa.quality_eval import evaluate, table
     from poa.realdata import corpus, split
@@ -65,12 +97,16 @@ def main() -> None:
     ap.add_argument("--spam", type=int, default=100)
     ap.add_argument("--split", choices=("held-out", "calibration"), default="held-out")
     ap.add_argument("--calibrate", action="store_true")
+    ap.add_argument("--build-reference", action="store_true")
     a = ap.parse_args()
+    if a.build_reference:
+        build_reference()
+        return
     t0 = time.perf_counter()
     cal, held = split(corpus(per_group=a.per_group))
     print(f"corpus: {len(cal)} calibration and {len(held)} held-out items ({time.perf_counter() - t0:.0f} s)\n")
-    if a.calibrate:
-        calibrate(cal)
+    if a.calibrate:  # the calibration items the reference model was not built from
+        calibrate(reference_items()[1])
         return
     score = evaluate(held if a.split == "held-out" else cal, seed=a.seed, spam_per_kind=a.spam)
     print(f"split: {a.split}\n")

@@ -126,6 +126,9 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
         self.index = SpanIndex(base.span_min_tokens)
         self.neardup = NearDupIndex(base.minhash_num_perm, base.neardup_threshold,
                                     seed=base.minhash_seed)
+        # MinHash of ordered word pairs of prose: template siblings (slot-filled copies of one text)
+        self.templates = NearDupIndex(base.minhash_num_perm, base.template_jaccard,
+                                      seed=base.minhash_seed + 1)
         self.stats = Stats()
         self.buffer: list[tuple[tuple, str, object]] = []  # heap of (order key, topic, event)
         self.buffered: dict[str, tuple[str, object]] = {}

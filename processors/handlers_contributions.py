@@ -12,7 +12,7 @@ from datetime import datetime
 
 import numpy as np
 
-from attribution.shingles import ngram_hashes, shingles
+from attribution.shingles import ngram_hashes, shingles, skip_bigrams
 from attribution.text import sequence_hash, token_hashes
 from attribution.quality import text_form
 from processors.handlers_usage import covered_tokens
@@ -53,7 +53,7 @@ class ContributionHandlers:
         self.by_idx.append(c)
         self.corpus.add(c.idx, c.datanet, c.contributor, toks, c.status)
         c.arrays = self.corpus  # eligibility follows every status change from here on
-        form = text_form(ev.content)
+        form = self.P.form_of(c.datanet) or text_form(ev.content)
         found: list = []
 
         def spans():  # the span query against earlier eligible texts, at most once per upload
@@ -84,7 +84,7 @@ class ContributionHandlers:
                 self._flag(res, c, "near_duplicate", jaccard,
                            f"estimated Jaccard {jaccard:.3f} with {self.by_idx[match].contribution_id}",
                            ev.ts, ev.event_id)
-            elif agrees < 0 and form == "prose" and (copied := self._copied_from(toks, spans())) is not None:
+            elif agrees < 0 and (copied := self._copied_from(toks, spans(), form)) is not None:
                 match, share = copied  # a lightly edited copy: most of it is spans of one text
                 o = self.by_idx[match]
                 c.status, c.duplicate_of = "duplicate", o.duplicate_of or o.contribution_id
@@ -98,16 +98,17 @@ class ContributionHandlers:
                 self.index.add(c.idx, toks)
                 self.by_datanet.setdefault(c.datanet, []).append(c.idx)
         orig = -1 if agrees >= 0 else self.contribs[first].idx if first is not None else match
-        self._spam_checks(res, c, ev, toks, orig, agrees, form)
+        self._spam_checks(res, c, ev, toks, orig, agrees, form, spans)
         res.add("contributions", self._contribution_row(c, ev.event_id))
         self._release(res, "contribution:" + ev.contribution_id)
 
-    def _copied_from(self, toks: np.ndarray, spans) -> tuple[int, float] | None:
+    def _copied_from(self, toks: np.ndarray, spans, form: str = "prose") -> tuple[int, float] | None:
         """(earlier contribution, share) when at least ``copy_containment`` of the new text's
         words lie in matched spans (>= ``span_min_tokens`` words) of ONE earlier eligible
         contribution: a copy with light edits, which MinHash (a Jaccard of whole shingle sets)
-        misses once every 30th word is changed. Prose only: rows of a table or lines of code
-        repeat spans across honest files. ``spans``: the span query's (starts, lengths, docs)."""
+        misses once every 30th word is changed. Code and tables (``form``) need
+        ``copy_containment_structured``: generated scripts and files cut in chunks repeat
+        long runs across honest uploads. ``spans``: the span query's (starts, lengths, docs)."""
         P, m = self.P, int(toks.shape[0])
         if m < 2 * P.span_min_tokens:
             return None
@@ -122,7 +123,8 @@ class ContributionHandlers:
             share = covered_tokens(m, s[sel], L[sel]) / m
             if share > best_share:
                 best, best_share = int(docs[j]), share
-        return (best, best_share) if best_share >= P.copy_containment else None
+        need = P.copy_containment if form == "prose" else P.copy_containment_structured
+        return (best, best_share) if best_share >= need else None
 
     def _novel_windows(self, toks: np.ndarray, total: int, spans) -> int:
         """The contribution's supply weight: its distinct ``span_min_tokens``-word windows that
@@ -145,6 +147,27 @@ class ContributionHandlers:
         novel = np.setdiff1d(grams[~old], grams[old])
         return min(total, int(novel.shape[0]))
 
+    def _template_siblings(self, c: ContributionState, toks: np.ndarray, form: str,
+                           agrees: int, spans) -> list[tuple[int, float]]:
+        """Earlier prose of OTHER accounts whose ordered word pairs (at distance 1 to
+        ``template_skip``: :func:`attribution.shingles.skip_bigrams`) have an estimated
+        Jaccard >= ``template_jaccard`` with this one's while under a fifth of this text lies in spans
+        (>= ``span_min_tokens`` words) of earlier texts: slot-filled copies of one template share their
+        words in order but few runs of 5 (a quoted license shares long runs: a copy, judged by
+        ``_copied_from``, not a template). ``[(idx, jaccard)]``, earliest first, at most 8.
+        Prose of ``quality_min_tokens_stats`` words or more that is not a duplicate or an
+        annotation is indexed. ``spans``: the upload's span query (called only on a match)."""
+        if (form != "prose" or c.status == "duplicate" or c.kind == "annotation" or agrees >= 0
+                or toks.shape[0] < self.P.quality_min_tokens_stats):
+            return []
+        docs, sims = self.templates.matches_and_add(c.idx, skip_bigrams(toks, self.P.template_skip))
+        out = [(d, j) for d, j in zip(docs.tolist(), sims.tolist()) if self.by_idx[d].contributor != c.contributor]
+        if out:
+            s, L, _ = spans()
+            if covered_tokens(int(toks.shape[0]), s, L) >= 0.2 * toks.shape[0]:
+                return []  # mostly quoted runs of earlier texts: a copy question, not a template
+        return out
+
     @staticmethod
     def _agreement(c: ContributionState, earlier: ContributionState) -> bool:
         """Annotations of different accounts with the same (or a near-identical) content are
@@ -152,22 +175,47 @@ class ContributionHandlers:
         return c.kind == "annotation" and earlier.kind == "annotation" and earlier.contributor != c.contributor
 
     def _spam_checks(self, res: Result, c: ContributionState, ev: Contribution, toks: np.ndarray,
-                     orig: int, agrees: int, form: str) -> None:
+                     orig: int, agrees: int, form: str, spans) -> None:
         """Quality, velocity and farm evidence (processors/spam.py). Signals are evidence: a
         contribution they mark ``spam`` gets a low prior in the validator model, and
         validators who accept it (posterior >= ``status_accept_at``) overrule them
         (handlers_validations.py)."""
         ts_s = ev.ts.timestamp()
+        siblings = self._template_siblings(c, toks, form, agrees, spans)
+        extra = [("templated", float(siblings[0][1]),
+                  f"estimated Jaccard {siblings[0][1]:.3f} of ordered word pairs with "
+                  f"{self.by_idx[siblings[0][0]].contribution_id} (another account)")] if siblings else []
         verdict = self.guard.check(ev.contributor, ts_s, toks, ev.content, self.P,
-                                   self.corpus.datanet_code[c.datanet], form)
+                                   self.corpus.datanet_code[c.datanet], form, c.idx, extra)
         for reason, score, detail in verdict.flags:
             self._flag(res, c, reason, score, detail, ev.ts, ev.event_id)
         if verdict.spam:
             self.guard.signalled.add(c.idx)
             if c.status != "duplicate":
                 c.status = "spam"
+        if siblings:
+            self.guard.templated.add(c.idx)
+        farm, farm_detail = [], ""
+        for m, jac in siblings:  # the family's earlier members get the reason too
+            new, why = self.guard.template(m, self.by_idx[m].contributor, c.idx, c.contributor)
+            if new:
+                farm, farm_detail = farm + new, why
+            if m in self.guard.templated:
+                continue
+            self.guard.templated.add(m)
+            if self.guard.add_reason(m, self.P):
+                mc = self.by_idx[m]
+                self._flag(res, mc, "templated", float(jac),
+                           f"estimated Jaccard {jac:.3f} of ordered word pairs with {c.contribution_id} "
+                           "(another account); its own quality reason makes two", ev.ts, ev.event_id)
+                self.ds.set_prior(m, self.P.spam_prior)
+                if mc.status != "duplicate":
+                    mc.status = self._signal_status(mc)
+                res.add("contributions", self._contribution_row(mc, ev.event_id))
         members, reason, detail = [], "sybil_farm", ""
-        if orig >= 0:
+        if farm:
+            members, reason, detail = farm, "template_farm", farm_detail
+        elif orig >= 0:
             o = self.by_idx[orig]
             members, detail = self.guard.duplicate(o.idx, o.contributor, o.ts.timestamp(),
                                                    c.idx, c.contributor, ts_s)

@@ -30,6 +30,7 @@ This module imports nothing of the project: everything may import it.
 from __future__ import annotations
 
 import bisect
+import fnmatch
 import hashlib
 from typing import Literal
 import json
@@ -122,6 +123,19 @@ class Policy(BaseModel):
     neardup_threshold: float = Field(0.8, gt=0.0, lt=1.0)
     # a new text whose words lie, for this share, in spans of one earlier text is its copy
     copy_containment: float = Field(0.8, gt=0.0, le=1.0)
+    copy_containment_structured: float = Field(0.9, gt=0.0, le=1.0)  # code and tables
+    # templated text: an earlier prose text of ANOTHER account with this estimated Jaccard of
+    # ordered word pairs at distance 1..template_skip (slot-filled ad copy keeps its template's
+    # words in order, not its 5-grams) is a "templated" reason on both; alone it is not spam.
+    # Real honest prose: p99 0.10 (bench/quality.py, calibration half); templates >= 0.34
+    template_jaccard: float = Field(0.34, gt=0.0, lt=1.0)
+    template_skip: int = Field(3, ge=1)
+    # the text form a datanet declares ("code", "table" or "prose"), by datanet name or glob
+    # pattern (exact name first, then patterns in sorted order): its uploads are judged as that form instead of the
+    # form guessed from their lines (attribution.quality.text_form)
+    datanet_forms: dict[str, Literal["prose", "code", "table"]] = {}
+    # ... and texts of this many accounts linked by such edges are a template farm (spam)
+    template_farm_min_accounts: int = Field(3, ge=2)
     minhash_num_perm: int = Field(128, ge=16)
     minhash_seed: int = 1
     shingle_k: int = Field(5, ge=1)
@@ -141,6 +155,12 @@ class Policy(BaseModel):
     quality_min_familiarity: float = 0.0  # off: see below
     quality_min_reasons: int = 2
     quality_min_common_share: float = 0.09  # "uncommon" (attribution.quality.Commonness)
+    # "scrambled": adjacent known words rarely seen side by side (attribution.quality.ordered_share,
+    # word order judged against the shipped reference model and earlier clean prose); selective
+    # enough to mark spam alone (bench/quality.py --calibrate: honest prose p0.5)
+    quality_min_ordered: float = 0.05
+    quality_decisive_reasons: list[str] = ["scrambled"]
+    quality_reference: Literal["builtin", "none"] = "builtin"
     common_warm_tokens: int = Field(3_000, ge=1)
     common_word_frac: float = Field(0.002, gt=0.0, lt=1.0)
     # code and tables (attribution.quality.text_form): only degenerate content is judged
@@ -242,6 +262,15 @@ class Policy(BaseModel):
         return (self.share_contributors_bps, self.share_operator_bps,
                 self.share_validators_bps, self.share_protocol_bps)
 
+    def form_of(self, datanet: str) -> str | None:
+        """The form ``datanet_forms`` declares for ``datanet``, or None (guess it)."""
+        if datanet in self.datanet_forms:
+            return self.datanet_forms[datanet]
+        for pattern in sorted(self.datanet_forms):
+            if fnmatch.fnmatchcase(datanet, pattern):
+                return self.datanet_forms[pattern]
+        return None
+
     @classmethod
     def from_json(cls, text: str) -> "Policy":
         return cls.model_validate_json(text)
@@ -250,12 +279,12 @@ class Policy(BaseModel):
 # Fields that shape the indexes, the validator model's state or the epoch grid: fixed for
 # the life of a store (a change needs a new store and a full replay).
 STRUCTURAL = frozenset({
-    "epoch_s", "genesis_ts", "order_stall_messages", "span_min_tokens", "neardup_threshold", "minhash_num_perm", "minhash_seed",
+    "epoch_s", "genesis_ts", "order_stall_messages", "span_min_tokens", "neardup_threshold", "template_jaccard", "template_skip", "quality_reference", "minhash_num_perm", "minhash_seed",
     "shingle_k", "familiarity_bits", "ds_prior_good", "ds_prior_reliability", "ds_prior_strength",
     "ds_prior_votes", "ds_class_prior_strength", "ds_stake_ref", "ds_w_min", "ds_w_max",
     "ds_allow_inverted", "ds_retro", "ds_retro_window", "order_lateness_s",
     "familiarity_warm_bigrams", "common_warm_tokens", "common_word_frac", "velocity_window_s", "velocity_alpha", "velocity_prior_gap_s",
-    "farm_min_accounts", "farm_burst_s", "annotation_burst_s",
+    "farm_min_accounts", "farm_burst_s", "annotation_burst_s", "template_farm_min_accounts",
 })
 
 

@@ -3,11 +3,13 @@
 The quality thresholds in streams/policy.py were set from the calibration half
 (``python bench/quality.py --calibrate``); this test scores the production core
 (poa/quality_eval.py runs processors.replay.process_all) on the other half, which nothing
-was tuned on, with spam made from those held-out items. It asserts the issue's goals
-where they are met: false positives <= 1% per kind (prose in many languages, code,
-tables, annotation labels, legal text), before and after validators vote; copies and label
-farms caught; and spam that the text statistics miss (word salad, templates) never
-accepted or paid without validators. The per-language table is printed (``-s``).
+was tuned on (the word-order reference model, attribution/data/reference_ngrams.npz, was
+built from calibration items only), with spam made from those held-out items. It asserts
+the issue's goals: false positives <= 1% per kind (prose in many languages, code, tables,
+annotation labels, legal text), before and after validators vote; recall >= 0.95 for every
+kind of injected spam (exact and lightly edited copies, templated ads, word salad, label
+farms) at upload, before any vote; and no spam ever accepted. The per-language table is
+printed (``-s``).
 """
 from __future__ import annotations
 
@@ -36,17 +38,15 @@ def test_false_positives_at_most_one_percent_per_kind(held_out_score):
         assert fp <= 0.01 * n, f"{kind}: {fp} of {n} honest items not accepted after unanimous votes"
 
 
-def test_copies_and_label_farms_are_caught(held_out_score):
+@pytest.mark.parametrize("kind", ["exact_copy", "near_copy", "templated", "word_salad", "label_farm"])
+def test_every_kind_of_spam_is_caught_at_upload(held_out_score, kind):
     s = held_out_score
-    assert s.caught["exact_copy"] >= 0.95 * s.spam["exact_copy"]
-    assert s.caught["label_farm"] >= 0.95 * s.spam["label_farm"]
-    assert s.caught["near_copy"] >= 0.85 * s.spam["near_copy"]  # ~3% of words edited
+    assert s.spam[kind] >= 20, (kind, s.spam[kind])
+    assert s.caught[kind] >= 0.95 * s.spam[kind], f"{kind}: {s.caught[kind]} of {s.spam[kind]} caught"
 
 
-def test_spam_the_statistics_miss_is_never_accepted(held_out_score):
-    """Word salad and templated ads pass the text statistics (see the table), but nothing
-    makes them accepted: unvoted they stay pending, their usage credit held in escrow
-    (processors/escrow.py); rejected by validators they are forfeited."""
+def test_spam_is_never_accepted(held_out_score):
+    """Whatever the signals miss stays pending without votes (its usage credit held in
+    escrow, processors/escrow.py) and is forfeited when validators reject it."""
     s = held_out_score
-    assert s.spam["word_salad"] and s.spam["templated"]
     assert sum(s.spam_accepted.values()) == 0, dict(s.spam_accepted)

@@ -124,3 +124,88 @@ def test_scenario_honest_texts_rarely_flagged(scenario_flags):
     assert sum(is_low_quality(r) for r in honest) <= 0.01 * len(honest)
     assert sum(bool(r) for r in honest) <= 0.05 * len(honest)  # even single reasons are rare
     assert DEFAULT_THRESHOLDS.min_reasons == 2
+
+
+# --- word order (attribution.quality.OrderModel): word salad is familiar words in no order
+
+def _brute_ordered(toks, ref_words, ref_pairs, learned_words, learned_pairs):
+    from attribution.quality import Reference
+    w, p = Reference.keys_of(toks)
+    kw = [int(x) in ref_words or int(x) in learned_words for x in w]
+    known = seen = 0
+    for i in range(len(p)):
+        if kw[i] and kw[i + 1]:
+            known += 1
+            seen += int(p[i]) in ref_pairs or int(p[i]) in learned_pairs
+    return known, seen
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 30), min_size=0, max_size=40), st.lists(st.integers(0, 30), max_size=60),
+       st.lists(st.integers(0, 30), max_size=60))
+def test_ordered_pairs_matches_brute_force_and_py_func(text, ref_text, learned_text):
+    from attribution.quality import OrderModel, Reference, ordered_pairs
+    toks = np.array(text, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    rt = np.array(ref_text, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    lt = np.array(learned_text, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    rw, rp = Reference.keys_of(rt)
+    m = OrderModel(Reference(rw, rp), word_bits=26, pair_bits=26)  # exact at this size (no collisions)
+    m.learn(lt)
+    lw, lp = Reference.keys_of(lt)
+    want = _brute_ordered(toks, set(rw.tolist()), set(rp.tolist()), set(lw.tolist()), set(lp.tolist()))
+    args = (toks, m.reference.words, m.reference.pairs, m.words, m.pairs)
+    assert tuple(ordered_pairs(*args)) == want
+    assert tuple(ordered_pairs.py_func(*args)) == want
+
+
+def test_order_model_tells_word_salad_from_text():
+    import random
+    from attribution.quality import OrderModel
+    texts = [f"the {w} of the system is used to read the {v} and to write it back when the user asks for it"
+             for w in ("state", "file", "name", "size", "list") for v in ("data", "table", "entry")]
+    m = OrderModel()
+    for t in texts[:10]:
+        m.learn(token_hashes(t))
+    fresh = token_hashes("the name of the system is used to read the table and to write it back")
+    assert m.ordered_share(fresh) > 0.9
+    words = " ".join(texts).split()
+    salad = token_hashes(" ".join(random.Random(3).sample(words, 30)))
+    assert m.ordered_share(salad) < 0.5 * m.ordered_share(fresh)
+    # unknown words are not judged: a new topic is NaN, not "scrambled"
+    assert math.isnan(m.ordered_share(token_hashes("zeta omicron lambda kappa sigma tau upsilon phi chi psi omega")))
+
+
+def test_shipped_reference_catches_salad_of_common_words():
+    """The shipped reference (built from the calibration half of real corpora) judges a
+    datanet from its first text on: a real-looking sentence passes, its words shuffled do not."""
+    import random
+    from attribution.quality import OrderModel, Reference
+    m = OrderModel(Reference.load())
+    assert m.reference.words.shape[0] > 10_000 and m.reference.pairs.shape[0] > 50_000
+    text = ("This package contains the development files for the library. It is used to build "
+            "programs that use the library and provides the header files and the documentation.")
+    words = text.split()
+    random.Random(5).shuffle(words)
+    ok, bad = m.ordered_share(token_hashes(text)), m.ordered_share(token_hashes(" ".join(words)))
+    assert ok > 0.4 and bad < ok / 2, (ok, bad)
+    sig = signals(token_hashes(" ".join(words)), " ".join(words).encode(), order=m)
+    th = DEFAULT_THRESHOLDS.__class__(min_ordered=(ok + bad) / 2, decisive=("scrambled",))
+    reasons = low_quality_reasons(sig, th)
+    assert [r for r, _ in reasons] == ["scrambled"] and is_low_quality(reasons, th)
+    assert not is_low_quality(reasons, DEFAULT_THRESHOLDS.__class__(min_ordered=(ok + bad) / 2))  # 1 < 2 reasons
+
+
+def test_text_form_ragged_tables_and_tab_indented_code():
+    from attribution.quality import text_form
+    csv = ("version,codename,series,created,release,eol,eol-server,eol-esm,eol-legacy\n"
+           "17.04,Zesty Zapus,zesty,2016-10-13,2017-04-13,2018-01-13\n"
+           "18.04 LTS,Bionic Beaver,bionic,2017-10-19,2018-04-26,2023-05-31,2023-05-31,2028-04-26,2030-04-30\n"
+           "18.10,Cosmic Cuttlefish,cosmic,2018-04-26,2018-10-18,2019-07-18\n"
+           "19.04,Disco Dingo,disco,2018-10-18,2019-04-18,2020-01-23\n")
+    assert text_form(csv) == "table"
+    tab = "AD\t+4230+00131\tEurope/Andorra\nAR\t-3253-06849\tAmerica/Mendoza\tMendoza (MZ)\n" * 3
+    assert text_form(tab) == "table"
+    prose = ("Dia is a program, written in GTK+, for drawing diagrams.\nIt can export to many formats, "
+             "such as EPS, SVG and PNG.\nIt is free software, released under the GPL.\n"
+             "Shapes are kept in simple XML files, so new ones are easy to add.\n")
+    assert text_form(prose) == "prose"

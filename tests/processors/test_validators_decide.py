@@ -91,7 +91,8 @@ def test_validators_overrule_the_text_statistics(tmp_path):
     ]
     core, out = process_all(_settings(tmp_path, **strict), ev)
     assert core.contribs["table"].status == "spam" and core.contribs["legal"].status == "spam"
-    assert {f["reason"] for f in out.rows["flags"] if f["contribution_id"] == "table"} == {"run_on"}
+    # one sentence of table cells: run on, and no word order of prose (scrambled)
+    assert {f["reason"] for f in out.rows["flags"] if f["contribution_id"] == "table"} == {"run_on", "scrambled"}
     ev += _votes("table", ["accept"] * 4, 40) + _votes("legal", ["accept", "reject", "reject", "reject"], 40)
     ev += [(M, model("m1", "M", "op", ["d"], minute=50)),
            (U, usage("u1", "r1", "M", 1_000_000, "zones: " + " ".join(TABLE.split("\n")[11:13]), 51))]
