@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -29,10 +29,46 @@ from poa.cli_store import store_app  # noqa: E402
 app.add_typer(store_app, name="store")
 app.command("report")(report_command)
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("poa-stream")
+    except PackageNotFoundError:  # a source tree that was not installed
+        return "0+unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"poa {_version()}")
+        raise typer.Exit(0)
+
+
+_TYPE_NAMES = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "path": "PATH", "file": "FILE"}
+_display_type_rich = typer.core.TyperOption.display_type_rich
+
+
+def _plain_type(self, ctx) -> str | None:
+    """Help shows TEXT, INTEGER, PATH... for values and nothing for flags (typer's own
+    rendering prints ``<bool>`` and ``<list[str]>``)."""
+    if self.is_flag or self.metavar is not None:
+        return self.metavar
+    shown = _display_type_rich(self, ctx)
+    if shown is None:
+        return None
+    name = shown.strip("<>.")
+    if name.startswith("list[") and name.endswith("]"):
+        name = name[5:-1]
+    return _TYPE_NAMES.get(name, name.upper() if name.isidentifier() else name)
+
+
+typer.core.TyperOption.display_type_rich = _plain_type
+
 
 @app.callback()
-def _check_settings() -> None:
+def _check_settings(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                                 help="print the version and exit")) -> None:
     """Fail fast, in one clear line, on invalid configuration."""
     from pydantic import ValidationError
     try:
@@ -43,14 +79,23 @@ def _check_settings() -> None:
         raise typer.Exit(2)
 
 
-_FORMAT_RE = re.compile(r"\bFORMAT\s+\w+\s*;?\s*$", re.IGNORECASE)
 
 
-def _settings(store: Path | None = None) -> Settings:
-    s = get_settings()
-    if store is not None:
-        s = s.model_copy(update={"store_dir": store, "store_engine": "chdb"})
-    return s
+def _settings(store: Path | None = None, reading: bool = False) -> Settings:
+    """The settings with the store of the one rule (poa/stores.py); ``reading``: a command
+    that only reads may fall back to the store ``poa demo`` left."""
+    from poa.stores import resolve
+    return resolve(get_settings(), store, reading).settings
+
+
+def _open_reader(store: Path | None):
+    """The store's sink for a reading command, or exit 1 with one line."""
+    from poa.stores import StoreError, open_store, resolve
+    try:
+        return open_store(resolve(get_settings(), store, reading=True), reading=True)
+    except StoreError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -158,25 +203,42 @@ def replay(events: Path = typer.Argument(..., exists=True, dir_okay=False, help=
                   f"{st.waiting} events waiting for a reference; store: {store}")
 
 
-@app.command()
-def sql(query: str = typer.Argument(..., help="SQL; may end with its own FORMAT clause"),
-        store: Path | None = typer.Option(None, "--store", help="embedded store (default: settings)")) -> None:
-    """Run SQL against the store (database `poa` is the default database)."""
-    from sinks import open_sink
-    s = _settings(store)
-    sink = open_sink(s)
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def sql(ctx: typer.Context,
+        queries: list[str] = typer.Option([], "-q", "--query", help="a query; repeatable", show_default=False),
+        queries_file: Optional[Path] = typer.Option(None, "--queries-file", exists=True, dir_okay=False,
+                                                    help="a file of queries separated by ;", show_default=False),
+        fmt: Optional[str] = typer.Option(None, "--format", "-f", show_default=False,
+                                          help="output format (default: TSV when piped, PrettyCompactMonoBlock "
+                                               "on a terminal, or the query's own FORMAT clause)"),
+        write: bool = typer.Option(False, "--write", help="allow writes and DDL (read-only without it)"),
+        store: Optional[Path] = typer.Option(None, "--store", help="embedded store (default: `poa store`)",
+                                             show_default=False)) -> None:
+    """Run SQL against the store, like clickhouse-client.
+
+    poa sql [QUERY] [OPTIONS] [--param_NAME=VALUE ...]. The queries: QUERY, -q,
+    --queries-file or stdin; database `poa` is the default; `{name:Type}` parameters come
+    from `--param_name=value`; read-only unless `--write` (no INSERT, DDL, settings changes
+    or table functions such as file() and url())."""
+    from poa.sqltool import SqlUsageError, collect_queries, parse_params, run_queries
+    from poa.stores import StoreError, open_store, resolve
     try:
-        sink.ensure_schema()
-        sink.use_database()
-        fmt = None if _FORMAT_RE.search(query) else "PrettyCompactMonoBlock"
-        try:
-            out = sink.raw(query, fmt)
-        except Exception as exc:
-            err.print(f"[red]query failed:[/] {exc}")
-            raise typer.Exit(1)
-        sys.stdout.write(out.decode("utf-8", "replace"))
+        params, positional = parse_params(ctx.args)
+        texts = collect_queries(positional, queries, queries_file, sys.stdin)
+    except SqlUsageError as exc:
+        err.print(f"[red]poa sql:[/] {exc}")
+        raise typer.Exit(2)
+    try:
+        sink = open_store(resolve(get_settings(), store), reading=True)
+    except StoreError as exc:
+        err.print(f"[red]poa sql:[/] {exc}")
+        raise typer.Exit(1)
+    try:
+        out_fmt = fmt or (None if not sys.stdout.isatty() else "PrettyCompactMonoBlock")
+        rc = run_queries(sink, texts, params, out_fmt, write, sys.stdout.buffer, err)
     finally:
         sink.close()
+    raise typer.Exit(rc)
 
 
 @app.command()
@@ -185,8 +247,7 @@ def proof(account: str = typer.Option(..., "--account"), epoch: int = typer.Opti
           out: Path | None = typer.Option(None, "--out", help="write the proof here (default: stdout)")) -> None:
     """Inclusion proof of an account's ledger entries in an epoch's Merkle root."""
     from processors.audit import AuditError, build_proof
-    from sinks import open_sink
-    sink = open_sink(_settings(store))
+    sink = _open_reader(store)
     try:
         doc = build_proof(sink, account, epoch)
     except AuditError as exc:
@@ -211,8 +272,7 @@ def verify(proof_file: Path = typer.Argument(..., exists=True, dir_okay=False),
     doc = json.loads(proof_file.read_text())
     problems = verify_proof(doc)
     if store is not None:
-        from sinks import open_sink
-        sink = open_sink(_settings(store))
+        sink = _open_reader(store)
         try:
             root_hex = stored_root(sink, doc["epoch"])
         finally:

@@ -11,7 +11,7 @@ from rich.console import Console
 
 policy_app = typer.Typer(no_args_is_help=True, help="The ledger policy: show it, change it at an epoch.")
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _open(store: Path | None):

@@ -11,22 +11,35 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-store_app = typer.Typer(no_args_is_help=True, help="The store: its log, its snapshots.")
+store_app = typer.Typer(invoke_without_command=True,
+                        help="The store every command uses (and why), its log, its snapshots.")
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 STORE_OPT = typer.Option(None, "--store", help="embedded store (default: settings)")
+
+
+@store_app.callback()
+def which(ctx: typer.Context, store: Path | None = STORE_OPT) -> None:
+    """Print the store the commands use, and why (the rule of poa/stores.py)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from poa.settings import get_settings
+    from poa.stores import resolve
+    r = resolve(get_settings(), store, reading=True)
+    w = resolve(get_settings(), store, reading=False)
+    console.print(f"{r.where}  ({r.why}{'' if r.exists else '; does not exist yet'})", soft_wrap=True)
+    if w.where != r.where:
+        console.print(f"writers (worker, replay, policy apply) use {w.where}  ({w.why})", soft_wrap=True)
 
 
 @store_app.command("info")
 def info(store: Path | None = STORE_OPT) -> None:
     """The store's log and ledger sizes, and its snapshots (age, size, seq, usable or not)."""
-    from poa.cli import _settings
+    from poa.cli import _open_reader, _settings
     from processors.snapshots import Snapshots
-    from sinks import open_sink
-    s = _settings(store)
-    sink = open_sink(s)
+    s = _settings(store, reading=True)
+    sink = _open_reader(store)
     try:
-        sink.ensure_schema()
         db = sink.database
         last = sink.last_seq()
         console.print(f"store: {s.store_path if s.store_engine == 'chdb' else s.clickhouse_url} "

@@ -29,7 +29,7 @@ from rich.console import Console
 grafana_app = typer.Typer(no_args_is_help=True, help="Grafana dashboards as code.")
 emit_app = typer.Typer(no_args_is_help=True,
                        help="Produce validated events (operators, contributors, validators).")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 console = Console()
 
 
@@ -253,16 +253,14 @@ def report(store: Optional[Path] = typer.Option(None, "--store", help="embedded 
            database: Optional[str] = typer.Option(None, "--database", help="database (default: settings)")) -> None:
     """Write a self-contained HTML report (charts and tables of the dashboards) of a store."""
     from poa.report import write_report
-    from sinks import open_sink
-    s = _settings()
-    update = {"clickhouse_database": database} if database else {}
-    if store is not None:
-        update.update(store_dir=store, store_engine="chdb")
-    s = s.model_copy(update=update) if update else s
+    from poa.stores import StoreError, open_store, resolve
+    r = resolve(_settings(), store, reading=True)
+    if database:
+        r = type(r)(r.settings.model_copy(update={"clickhouse_database": database}), r.where, r.why, r.exists)
     try:
-        sink = open_sink(s)
-    except Exception as exc:
-        err.print(f"[red]cannot open the store:[/] {exc}")
+        sink = open_store(r, reading=True)
+    except StoreError as exc:
+        err.print(f"[red]{exc}[/]")
         raise typer.Exit(1)
     try:
         path = write_report(sink, out)

@@ -136,8 +136,9 @@ class Sink(ABC):
     def query(self, sql: str) -> tuple[list[str], list[tuple]]: ...
 
     @abstractmethod
-    def raw(self, sql: str, fmt: str | None) -> bytes:
-        """Run ``sql``; the output in ``fmt`` (None: the SQL carries its own FORMAT)."""
+    def raw(self, sql: str, fmt: str | None, params: dict | None = None) -> bytes:
+        """Run ``sql``; the output in ``fmt`` (None: the SQL carries its own FORMAT).
+        ``params``: values of ``{name:Type}`` query parameters (bound by the server)."""
 
     @abstractmethod
     def insert(self, table: str, columns: dict[str, list], token: str | None = None) -> None:

@@ -112,10 +112,27 @@ class ChdbSink(Sink):
         with _LOCK:
             self._s.query(sql)
 
-    def raw(self, sql: str, fmt: str | None) -> bytes:
+    def raw(self, sql: str, fmt: str | None, params: dict | None = None) -> bytes:
         with _LOCK:
-            res = self._s.query(sql, fmt) if fmt else self._s.query(sql)
+            if params:
+                res = self._s.query(sql, fmt or "TSV", params=params) if fmt else self._s.query(sql, params=params)
+            else:
+                res = self._s.query(sql, fmt) if fmt else self._s.query(sql)
         return res.bytes()
+
+    def shared(self) -> bool:
+        """Whether another sink of this process uses the same session."""
+        with _LOCK:
+            entry = _SESSIONS.get(str(self.path.resolve()))
+            return bool(entry and entry[1] > 1)
+
+    def make_readonly(self) -> None:
+        """``readonly = 1`` for the rest of this session: no writes, no DDL, no settings
+        changes, no table functions (``file()``, ``url()``...). Only on a session no other
+        sink shares (it cannot be undone)."""
+        if self.shared():
+            raise RuntimeError(f"the store {self.path} is open elsewhere in this process")
+        self.command("SET readonly = 1")
 
     def query(self, sql: str) -> tuple[list[str], list[tuple]]:
         with _LOCK:

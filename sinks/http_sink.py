@@ -42,9 +42,19 @@ class HttpSink(Sink):
         with self._lock:
             self._c.command(sql)
 
-    def raw(self, sql: str, fmt: str | None) -> bytes:
+    def raw(self, sql: str, fmt: str | None, params: dict | None = None) -> bytes:
+        extra = {"parameters": params} if params else {}
+        if getattr(self, "_readonly", False):
+            extra["settings"] = {"readonly": 1}
         with self._lock:
-            return self._c.raw_query(sql, fmt=fmt) if fmt else self._c.raw_query(sql)
+            return self._c.raw_query(sql, fmt=fmt, **extra) if fmt else self._c.raw_query(sql, **extra)
+
+    def make_readonly(self) -> None:
+        """Every later :meth:`raw` runs with ``readonly = 1`` (unless the server's user is
+        read-only already, which is as strict and may not set it)."""
+        with self._lock:
+            level = self._c.command("SELECT getSetting('readonly')")
+        self._readonly = int(level or 0) == 0
 
     def query(self, sql: str) -> tuple[list[str], list[tuple]]:
         with self._lock:

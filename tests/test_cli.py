@@ -76,6 +76,8 @@ def test_replaying_again_changes_nothing(replayed):
 def test_sql_default_format_and_errors(replayed):
     store, *_ = replayed
     out = poa("sql", "--store", str(store), "SELECT count() FROM events").stdout
+    assert out.strip().isdigit() and int(out) > 0  # piped: TSV, as clickhouse-client does
+    out = poa("sql", "--store", str(store), "--format", "PrettyCompactMonoBlock", "SELECT count() FROM events").stdout
     assert "count()" in out and "┌" in out
     bad = poa("sql", "--store", str(store), "SELECT nope FROM events", check=False)
     assert bad.returncode == 1 and "query failed" in bad.stderr
@@ -129,3 +131,9 @@ def test_demo_without_java_runs_the_replay_path(tmp_path):
     assert "java and mvn not found" in text and "REPLAY PATH" in text
     assert "usage events whose credits != fee" in text
     assert (tmp_path / "home" / "demo" / "report.html").exists()
+    # the other commands find the store the demo left (no --store): not an empty default one
+    where = subprocess.run([sys.executable, "-m", "poa.cli", "store"], capture_output=True, text=True, env=env)
+    assert str(tmp_path / "home" / "demo" / "store") in where.stdout.replace("\n", "")
+    n = subprocess.run([sys.executable, "-m", "poa.cli", "sql", "SELECT count() FROM reward_ledger"],
+                       capture_output=True, text=True, env=env)
+    assert n.returncode == 0 and int(n.stdout) > 0, n.stderr

@@ -79,8 +79,8 @@ class FaultySink(Sink):
     def query(self, sql: str) -> tuple[list[str], list[tuple]]:
         return self.inner.query(sql)
 
-    def raw(self, sql: str, fmt: str | None) -> bytes:
-        return self.inner.raw(sql, fmt)
+    def raw(self, sql: str, fmt: str | None, params: dict | None = None) -> bytes:
+        return self.inner.raw(sql, fmt, params)
 
     def use_database(self) -> None:
         self.inner.use_database()

@@ -1,0 +1,100 @@
+"""`poa sql` with clickhouse-client conventions, `poa store`, one-line errors, `--version`
+(issue "tools people reach for"). Subprocesses against a real chdb store."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from poa.scenario import generate, write
+
+
+def poa(*args, env=None, input=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "poa.cli", *args], capture_output=True, text=True,
+                          timeout=600, env=env, input=input)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """A POA_HOME whose only store is the one `poa demo` leaves (<home>/demo/store)."""
+    d = tmp_path_factory.mktemp("sqlhome")
+    events, _ = write(generate(seed=5, scale=0.1), d / "scen")
+    out = poa("replay", str(events), "--store", str(d / "demo" / "store"))
+    assert out.returncode == 0, out.stderr
+    env = {**os.environ, "POA_HOME": str(d)}
+    for k in ("POA_STORE_DIR", "POA_STORE_ENGINE"):
+        env.pop(k, None)
+    return d, env
+
+
+def test_queries_params_and_formats(home):
+    d, env = home
+    out = poa("sql", "-q", "SELECT {n:UInt8} + 1 AS x", "--param_n=41", "-q", "SELECT {s:String} AS s",
+              "--param_s", "it's", env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "42\nit\\'s\n"  # piped: TSV (escaped as TSV escapes)
+    out = poa("sql", "SELECT 1 AS x, 'a' AS y", "--format", "JSONEachRow", env=env)
+    assert json.loads(out.stdout) == {"x": 1, "y": "a"}
+    out = poa("sql", "SELECT 1 AS x FORMAT CSVWithNames", env=env)  # the query's own FORMAT
+    assert out.stdout.splitlines() == ['"x"', "1"]
+    out = poa("sql", env=env, input="SELECT 1; -- a comment; with a semicolon\nSELECT ';' AS s;\n/* ; */ SELECT 3")
+    assert out.stdout.splitlines() == ["1", ";", "3"], out.stderr
+    f = d / "q.sql"
+    f.write_text("SELECT count() > 0 FROM reward_ledger;\nSELECT count() > 0 FROM contributions FINAL;")
+    assert poa("sql", "--queries-file", str(f), env=env).stdout.splitlines() == ["1", "1"]
+    # a parameter the query needs but nobody gave: one line, exit 1
+    bad = poa("sql", "SELECT {missing:UInt8}", env=env)
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("stmt", [
+    "INSERT INTO reward_ledger (account) VALUES ('mallory')",
+    "CREATE TABLE scratch (x Int8) ENGINE = Memory",
+    "DROP TABLE reward_ledger",
+    "SELECT * FROM file('/etc/hostname', 'LineAsString')",
+    "SELECT * FROM url('http://127.0.0.1:9/x', 'LineAsString')",
+    "SET readonly = 0",
+])
+def test_read_only_without_write(home, stmt):
+    _, env = home
+    before = poa("sql", "SELECT count() FROM reward_ledger", env=env).stdout
+    bad = poa("sql", stmt, env=env)
+    assert bad.returncode == 1, bad.stdout
+    assert len(bad.stderr.strip().splitlines()) == 1 and "--write" in bad.stderr, bad.stderr
+    assert poa("sql", "SELECT count() FROM reward_ledger", env=env).stdout == before
+
+
+def test_write_flag_allows_changes(home):
+    _, env = home
+    ok = poa("sql", "--write", "CREATE TABLE IF NOT EXISTS scratch (x Int8) ENGINE = MergeTree ORDER BY x; "
+             "INSERT INTO scratch VALUES (7)", env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert poa("sql", "SELECT sum(x) FROM scratch", env=env).stdout == "7\n"
+    poa("sql", "--write", "DROP TABLE scratch", env=env)
+
+
+def test_store_resolution_and_one_line_errors(home, tmp_path):
+    d, env = home
+    where = poa("store", env=env)
+    assert str(d / "demo" / "store") in where.stdout.replace("\n", "") and "poa demo" in where.stdout
+    empty = {**env, "POA_HOME": str(tmp_path / "nothing")}
+    for args in (["sql", "SELECT 1"], ["report"], ["proof", "--account", "a", "--epoch", "1"], ["store", "info"]):
+        bad = poa(*args, env=empty)
+        assert bad.returncode == 1 and bad.stderr.count("\n") <= 1 and "no store at" in bad.stderr, (args, bad.stderr)
+    http = {**env, "POA_STORE_ENGINE": "http", "POA_CLICKHOUSE_URL": "http://127.0.0.1:9"}
+    bad = poa("sql", "SELECT 1", env=http)
+    assert bad.returncode == 1 and bad.stderr.count("\n") <= 1 and "cannot open the store" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    bad = poa("sql", "--bogus", env=env)
+    assert bad.returncode == 2 and "--bogus" in bad.stderr
+
+
+def test_version_and_clean_help():
+    from importlib.metadata import version
+    assert poa("--version").stdout.strip() == f"poa {version('poa-stream')}"
+    for cmd in ([], ["sql"], ["replay"], ["emit", "usage"], ["proof"]):
+        text = poa(*cmd, "--help").stdout
+        assert "<bool>" not in text and "<list[" not in text and "<str>" not in text, (cmd, text)
