@@ -17,10 +17,11 @@ rewards_app = typer.Typer(no_args_is_help=True, help="Contributors' reward strea
 kafka_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker (KRaft, from Maven Central).")
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(rewards_app, name="rewards")
-from poa.cli_tools import emit_app, grafana_app, report as report_command  # noqa: E402
+from poa.cli_tools import emit_app, grafana_app, keys_app, report as report_command  # noqa: E402
 
 app.add_typer(grafana_app, name="grafana")
 app.add_typer(emit_app, name="emit")
+app.add_typer(keys_app, name="keys")
 from poa.cli_policy import policy_app  # noqa: E402
 
 app.add_typer(policy_app, name="policy")

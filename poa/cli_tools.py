@@ -29,6 +29,7 @@ from rich.console import Console
 grafana_app = typer.Typer(no_args_is_help=True, help="Grafana dashboards as code.")
 emit_app = typer.Typer(no_args_is_help=True,
                        help="Produce validated events (operators, contributors, validators).")
+keys_app = typer.Typer(no_args_is_help=True, help="Signing keys (ed25519) for signed events.")
 err = Console(stderr=True, soft_wrap=True)
 console = Console()
 
@@ -110,7 +111,7 @@ def _load_objects(json_text: str | None, file: Path | None) -> list[tuple[str, d
 
 
 def _emit(etype: str, fields: dict, json_text: str | None, file: Path | None, event_id: str | None,
-          ts: str | None, bootstrap: str | None, dry_run: bool, builder) -> None:
+          ts: str | None, bootstrap: str | None, dry_run: bool, builder, sign: Path | None = None) -> None:
     """Build and validate every event first, then produce them all (or none)."""
     from poa.emit import build_event
     from streams.events import EventError
@@ -134,30 +135,43 @@ def _emit(etype: str, fields: dict, json_text: str | None, file: Path | None, ev
     except OSError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2)
+    if sign is not None and dry_run:
+        from poa.client import ClientError, load_key
+        from streams.signing import sign_event
+        try:
+            account, key = load_key(sign)
+        except ClientError as exc:
+            err.print(f"[red]{exc}[/]")
+            raise typer.Exit(2)
+        events = [sign_event(ev, account, key) for ev in events]
     if not dry_run:
-        _produce(events, bootstrap)
+        events = _produce(events, bootstrap, sign)
     for ev in events:
         sys.stdout.write(json.dumps(ev, sort_keys=True, ensure_ascii=False) + "\n")
 
 
-def _produce(events: list[dict], bootstrap: str | None) -> None:
-    from poa.emit import open_producer
+def _produce(events: list[dict], bootstrap: str | None, sign: Path | None = None) -> list[dict]:
+    """Send each event and wait for its acknowledgement (poa/client.py); the events as
+    sent (signed when ``sign``). One line and exit 1 on the first failure, naming the
+    events already acknowledged."""
+    from poa.client import Client, ClientError, DeliveryError
     s = _settings()
-    target = bootstrap or s.bootstrap
     try:
-        producer = open_producer(s, target)
-    except Exception as exc:
-        err.print(f"[red]cannot connect to Kafka at {target}:[/] {exc}")
+        client = Client(bootstrap, settings=s, key_file=sign)
+    except ClientError as exc:
+        err.print(f"[red]{exc}[/]")
         raise typer.Exit(1)
+    sent = []
     try:
-        futures = [producer.send(ev) for ev in events]
-        for f in futures:
-            f.get(timeout=30)
-    except Exception as exc:
-        err.print(f"[red]producing to {target} failed:[/] {exc}")
+        for ev in events:
+            sent.append(client.send(ev).event)
+    except DeliveryError as exc:
+        done = f" ({len(sent)} earlier events were acknowledged)" if sent else ""
+        err.print(f"[red]{exc}[/]{done}; re-send it: the same event_id is processed once")
         raise typer.Exit(1)
     finally:
-        producer.close()
+        client.close()
+    return sent
 
 
 _JSON = typer.Option(None, "--json", help="the whole event as a JSON object")
@@ -166,6 +180,8 @@ _EVENT_ID = typer.Option(None, "--event-id", help="idempotency key (default: a u
 _TS = typer.Option(None, "--ts", help="RFC 3339 event time (default: now, UTC)")
 _BOOTSTRAP = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers (default: settings)")
 _DRY = typer.Option(False, "--dry-run", help="validate and print, produce nothing")
+_SIGN = typer.Option(None, "--sign", exists=True, dir_okay=False,
+                     help="sign with this key file (poa keys new); the key's account is the signer")
 
 
 def _read_text(text: str | None, path: Path | None, what: str) -> str | None:
@@ -184,13 +200,14 @@ def emit_usage_cmd(
         request_id: Optional[str] = typer.Option(None, "--request-id", help="default: a uuid4"),
         influence: Optional[str] = typer.Option(None, "--influence", help="c1=0.5,c2=0.2"),
         json_text: Optional[str] = _JSON, file: Optional[Path] = _FILE, event_id: Optional[str] = _EVENT_ID,
-        ts: Optional[str] = _TS, bootstrap: Optional[str] = _BOOTSTRAP, dry_run: bool = _DRY) -> None:
+        ts: Optional[str] = _TS, bootstrap: Optional[str] = _BOOTSTRAP, dry_run: bool = _DRY,
+        sign: Optional[Path] = _SIGN) -> None:
     """A paid inference: the model, its fee and output, optional influence scores."""
     from poa.emit import usage_event
     text = _read_text(output, output_file, "output")
     fields = {"model_id": model_id, "fee": fee, "output": text, "request_id": request_id,
               "influence": influence}
-    _emit("usage", fields, json_text, file, event_id, ts, bootstrap, dry_run, usage_event)
+    _emit("usage", fields, json_text, file, event_id, ts, bootstrap, dry_run, usage_event, sign)
 
 
 @emit_app.command("contribution")
@@ -204,13 +221,14 @@ def emit_contribution_cmd(
         license: Optional[str] = typer.Option(None, "--license", help="SPDX id"),
         stake: Optional[int] = typer.Option(None, "--stake"),
         json_text: Optional[str] = _JSON, file: Optional[Path] = _FILE, event_id: Optional[str] = _EVENT_ID,
-        ts: Optional[str] = _TS, bootstrap: Optional[str] = _BOOTSTRAP, dry_run: bool = _DRY) -> None:
+        ts: Optional[str] = _TS, bootstrap: Optional[str] = _BOOTSTRAP, dry_run: bool = _DRY,
+        sign: Optional[Path] = _SIGN) -> None:
     """An upload into a datanet."""
     from poa.emit import contribution_event
     fields = {"contributor": contributor, "datanet": datanet,
               "content": _read_text(content, content_file, "content"), "kind": kind,
               "contribution_id": contribution_id, "license": license, "stake": stake}
-    _emit("contribution", fields, json_text, file, event_id, ts, bootstrap, dry_run, contribution_event)
+    _emit("contribution", fields, json_text, file, event_id, ts, bootstrap, dry_run, contribution_event, sign)
 
 
 @emit_app.command("validation")
@@ -221,12 +239,13 @@ def emit_validation_cmd(
         quality: Optional[float] = typer.Option(None, "--quality", help="0..1"),
         stake: Optional[int] = typer.Option(None, "--stake"),
         json_text: Optional[str] = _JSON, file: Optional[Path] = _FILE, event_id: Optional[str] = _EVENT_ID,
-        ts: Optional[str] = _TS, bootstrap: Optional[str] = _BOOTSTRAP, dry_run: bool = _DRY) -> None:
+        ts: Optional[str] = _TS, bootstrap: Optional[str] = _BOOTSTRAP, dry_run: bool = _DRY,
+        sign: Optional[Path] = _SIGN) -> None:
     """A validator's vote on a contribution."""
     from poa.emit import validation_event
     fields = {"validator": validator, "contribution_id": contribution_id, "verdict": verdict,
               "quality": quality, "stake": stake}
-    _emit("validation", fields, json_text, file, event_id, ts, bootstrap, dry_run, validation_event)
+    _emit("validation", fields, json_text, file, event_id, ts, bootstrap, dry_run, validation_event, sign)
 
 
 @emit_app.command("model")
@@ -238,12 +257,37 @@ def emit_model_cmd(
         base_model: Optional[list[str]] = typer.Option(None, "--base-model", help="repeat for each base model"),
         inherit: Optional[float] = typer.Option(None, "--inherit", help="0..1 share passed to base models"),
         json_text: Optional[str] = _JSON, file: Optional[Path] = _FILE, event_id: Optional[str] = _EVENT_ID,
-        ts: Optional[str] = _TS, bootstrap: Optional[str] = _BOOTSTRAP, dry_run: bool = _DRY) -> None:
+        ts: Optional[str] = _TS, bootstrap: Optional[str] = _BOOTSTRAP, dry_run: bool = _DRY,
+        sign: Optional[Path] = _SIGN) -> None:
     """A model registration: its operator, training method, datanets and lineage."""
     from poa.emit import model_event
     fields = {"model_id": model_id, "operator": operator, "method": method, "datanets": datanets,
               "base_models": base_model or None, "inherit": inherit}
-    _emit("model", fields, json_text, file, event_id, ts, bootstrap, dry_run, model_event)
+    _emit("model", fields, json_text, file, event_id, ts, bootstrap, dry_run, model_event, sign)
+
+
+# ---------------------------------------------------------------- keys
+@keys_app.command("new")
+def keys_new(account: str = typer.Option(..., "--account", help="the account the key signs for"),
+             out: Path = typer.Option(..., "--out", help="key file to write (mode 0600; refuses to overwrite)")) -> None:
+    """A new ed25519 key: the private key file for `poa emit --sign` and the client, and the
+    public key line to add to the keys file the worker reads (POA_KEYS_FILE)."""
+    from poa.client import new_key
+    doc = new_key(account)
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        err.print(f"[red]{out} exists: not overwritten[/]")
+        raise typer.Exit(1)
+    except OSError as exc:
+        err.print(f"[red]cannot write {out}: {exc}[/]")
+        raise typer.Exit(1)
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f)
+        f.write("\n")
+    console.print(f"wrote {out} (keep it private). Register the public key in the keys file "
+                  f"(POA_KEYS_FILE):", soft_wrap=True)
+    sys.stdout.write(json.dumps({account: doc["public_key"]}) + "\n")
 
 
 # ---------------------------------------------------------------- report

@@ -11,7 +11,10 @@ wrong, before any connection to Kafka.
 
 ``emit_usage(producer, ...)`` and its siblings build, then send through
 :class:`streams.producer.EventProducer` (which validates once more and routes the
-event to its topic with its partition key), and return the event dict.
+event to its topic with its partition key), wait for the broker's acknowledgement
+(raising :class:`poa.client.DeliveryError` when it does not come), and return the event
+dict. Serving processes should prefer :mod:`poa.client` (sync and async, a ``Delivery``
+per send, signing, fast failure).
 ``open_producer(settings)`` connects with the configured bootstrap servers and SASL.
 
 >>> ev = usage_event(model_id="m-1", fee=1_000, output="hello", request_id="r-1",
@@ -59,6 +62,8 @@ def build_event(etype: str, fields: Mapping[str, Any], *, event_id: str | None =
                          str(ev.get("event_id", "")))
     if event_id is not None:
         ev["event_id"] = event_id
+    if etype == "usage" and "request_id" not in ev:
+        ev["request_id"] = str(uuid.uuid4())  # as usage_event does: one id per inference
     if etype == "usage" and "event_id" not in ev and isinstance(ev.get("request_id"), str) \
             and isinstance(ev.get("model_id"), str):
         ev["event_id"] = usage_event_id(ev["model_id"], ev["request_id"])  # a retry is the same event
@@ -156,28 +161,34 @@ def model_event(*, model_id: str, operator: str, method: str, datanets,
                                  "inherit": inherit}, **common)
 
 
-def emit_usage(producer, **kw) -> dict:
-    ev = usage_event(**kw)
-    producer.send(ev)
+def _send(producer, ev: dict) -> dict:
+    """Send through an :class:`streams.producer.EventProducer` and wait for the broker's
+    acknowledgement (a :class:`poa.client.Client` waits by itself): a lost event raises
+    :class:`poa.client.DeliveryError` here, never silently later."""
+    from poa.client import DeliveryError
+    result = producer.send(ev)
+    if hasattr(result, "get"):
+        try:
+            result.get(timeout=30)
+        except Exception as exc:
+            raise DeliveryError(ev["event_id"], str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     return ev
+
+
+def emit_usage(producer, **kw) -> dict:
+    return _send(producer, usage_event(**kw))
 
 
 def emit_contribution(producer, **kw) -> dict:
-    ev = contribution_event(**kw)
-    producer.send(ev)
-    return ev
+    return _send(producer, contribution_event(**kw))
 
 
 def emit_validation(producer, **kw) -> dict:
-    ev = validation_event(**kw)
-    producer.send(ev)
-    return ev
+    return _send(producer, validation_event(**kw))
 
 
 def emit_model(producer, **kw) -> dict:
-    ev = model_event(**kw)
-    producer.send(ev)
-    return ev
+    return _send(producer, model_event(**kw))
 
 
 def open_producer(settings, bootstrap: str | None = None):

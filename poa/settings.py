@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     kafka_local_controller_port: int = 19093
     kafka_data_dir: Path | None = None  # default: <home>/kafka
     kafka_heap: str = "512m"
+    client_timeout_s: float = 5.0  # poa.client: connect and per-send acknowledgement deadline
     kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SASL_PLAINTEXT | SASL_SSL | SSL
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
