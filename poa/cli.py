@@ -29,6 +29,10 @@ from poa.cli_store import store_app  # noqa: E402
 
 app.add_typer(store_app, name="store")
 app.command("report")(report_command)
+from poa.cli_contrib import epochs as epochs_command, explain as explain_command, tokens  # noqa: E402
+
+app.command("epochs")(epochs_command)
+app.command("explain")(explain_command)
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
@@ -156,13 +160,14 @@ def rewards_tail(account: str = typer.Option(..., "--account", help="the account
             if as_json:
                 sys.stdout.write(json.dumps(c, sort_keys=True) + "\n")
                 sys.stdout.flush()
-            else:
-                console.print(f"{c['ts']}  epoch {c['epoch']:>6}  {c['source']:<8} {c['role']:<11} "
-                              f"{c['amount']:>14,}  (total {total:,})  {c['ref_event_id']}")
+            else:  # one line per credit in any terminal width (no wrapping), amounts in tokens
+                sys.stdout.write(f"{c['ts']}  epoch {c['epoch']}  {c['source']:<8} {c['role']:<11} "
+                                 f"{tokens(c['amount']):>16}  total {tokens(total)}  {c['ref_event_id']}\n")
+                sys.stdout.flush()
     except KeyboardInterrupt:
         pass
     if not as_json:
-        console.print(f"total for {account}: {total:,} micro-units")
+        sys.stdout.write(f"total for {account}: {tokens(total)} tokens ({total:,} micro-units)\n")
 
 
 @app.command()
@@ -243,11 +248,19 @@ def sql(ctx: typer.Context,
 
 
 @app.command()
-def proof(account: str = typer.Option(..., "--account"), epoch: int = typer.Option(..., "--epoch"),
+def proof(account: str = typer.Option("", "--account"), epoch: int = typer.Option(-1, "--epoch"),
           store: Path | None = typer.Option(None, "--store", help="embedded store (default: settings)"),
-          out: Path | None = typer.Option(None, "--out", help="write the proof here (default: stdout)")) -> None:
-    """Inclusion proof of an account's ledger entries in an epoch's Merkle root."""
-    from processors.audit import AuditError, build_proof
+          out: Path | None = typer.Option(None, "--out", help="write the proof here (default: stdout)"),
+          schema: bool = typer.Option(False, "--schema", help="print the proof's JSON Schema and exit")) -> None:
+    """Inclusion proof of an account's ledger entries in an epoch's Merkle root (RFC 6962
+    audit paths; `poa proof --schema` prints the format)."""
+    from processors.audit import PROOF_SCHEMA, AuditError, build_proof
+    if schema:
+        sys.stdout.write(json.dumps(PROOF_SCHEMA, indent=2) + "\n")
+        raise typer.Exit(0)
+    if not account or epoch < 0:
+        err.print("[red]poa proof needs --account A and --epoch E (see `poa epochs`)[/]")
+        raise typer.Exit(2)
     sink = _open_reader(store)
     try:
         doc = build_proof(sink, account, epoch)
@@ -266,26 +279,58 @@ def proof(account: str = typer.Option(..., "--account"), epoch: int = typer.Opti
 
 
 @app.command()
-def verify(proof_file: Path = typer.Argument(..., exists=True, dir_okay=False),
-           store: Path | None = typer.Option(None, "--store", help="also check the root against this store")) -> None:
-    """Check an inclusion proof; with --store, also that its root is the stored epoch root."""
-    from processors.audit import stored_root, verify_proof
-    doc = json.loads(proof_file.read_text())
+def verify(proof_file: Path = typer.Argument(..., help="a proof written by `poa proof`"),
+           root: Optional[str] = typer.Option(None, "--root", help="the trusted root (hex) of the proof's epoch, "
+                                              "e.g. one published by the network", show_default=False),
+           store: Optional[Path] = typer.Option(None, "--store", help="take the trusted root from this store",
+                                                show_default=False),
+           as_json: bool = typer.Option(False, "--json", help="one JSON object: valid, trusted_root, problems")) -> None:
+    """Check an inclusion proof against a trusted root (--root HEX, or --store for the stored
+    root). Exit 0: valid against that root; 1: invalid or unreadable; 2: the paths are
+    consistent but no trusted root was given, so nothing ties the file to the ledger."""
+    from processors.audit import shape_problem, stored_root, verify_proof
+    result = {"file": str(proof_file), "valid": False, "trusted_root": None, "problems": []}
+
+    def finish(code: int, line: str) -> None:
+        if as_json:
+            sys.stdout.write(json.dumps(result) + "\n")
+        elif code == 0:
+            console.print(line, soft_wrap=True)
+        else:
+            err.print(f"[red]{line}[/]")
+        raise typer.Exit(code)
+    try:
+        doc = json.loads(proof_file.read_text())
+    except (OSError, ValueError) as exc:
+        result["problems"] = [f"cannot read {proof_file}: {str(exc).splitlines()[0]}"]
+        finish(1, f"invalid: {result['problems'][0]}")
+    if (shape := shape_problem(doc)) is not None:
+        result["problems"] = [f"{proof_file} is not a proof: {shape}"]
+        finish(1, f"invalid: {result['problems'][0]}")
     problems = verify_proof(doc)
+    trusted, source = root, "--root"
     if store is not None:
         sink = _open_reader(store)
         try:
-            root_hex = stored_root(sink, doc["epoch"])
+            trusted, source = stored_root(sink, doc["epoch"]), f"the store {store}"
         finally:
             sink.close()
-        if root_hex != doc["merkle_root"]:
-            problems.append(f"the store's root of epoch {doc['epoch']} is {root_hex}, not the proof's")
+        if trusted is None:
+            problems.append(f"the store has no root for epoch {doc['epoch']} (not closed)")
+    if trusted is not None and trusted.lower() != doc["merkle_root"]:
+        problems.append(f"the proof's root {doc['merkle_root']} is not the trusted root {trusted.lower()} ({source})")
+    result.update(problems=problems, trusted_root=trusted.lower() if trusted else None)
+    n = len(doc["proofs"])
     if problems:
-        for p in problems:
-            err.print(f"[red]invalid:[/] {p}")
-        raise typer.Exit(1)
-    console.print(f"valid: {len(doc['proofs'])} entries of {doc['account']} are in epoch "
-                  f"{doc['epoch']}'s root {doc['merkle_root']}")
+        finish(1, "invalid: " + "; ".join(problems))
+    if trusted is None:
+        result["valid"] = False
+        result["problems"] = ["no trusted root: pass --root HEX or --store DIR"]
+        finish(2, f"not verified: the {n} entries are consistent with the file's own root "
+                  f"{doc['merkle_root']}, but no trusted root was given (pass --root HEX or --store DIR)")
+    result["valid"] = True
+    finish(0, f"valid: {n} entries of {doc['account']} are in epoch {doc['epoch']}'s root "
+              f"{doc['merkle_root']} ({source})")
 
 
 @app.command()

@@ -108,6 +108,10 @@ def run_queries(sink, statements: list[str], params: dict[str, str], fmt: str | 
     from poa.stores import first_line
     try:
         sink.use_database()
+        try:  # no "280.42 million" beside a sum of micro-units in Pretty formats (a session setting)
+            sink.command("SET output_format_pretty_single_large_number_tip_threshold = 0")
+        except Exception:
+            pass
         if not write:
             sink.make_readonly()
     except Exception as exc:

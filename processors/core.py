@@ -207,7 +207,7 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
             self.stats.redelivered += 1
             return
         self.stats.rejected += status != "invalid"
-        self._log(res, key, "invalid", topic, self.last_ts, _stored(payload), status)
+        self._log(res, key, "invalid", topic, self._stamp(), _stored(payload), status)
         self._deadletter(res, event_id, topic, reason, payload)
 
     def internal_error(self, topic: str, raw: bytes, exc: Exception) -> Result:
@@ -215,7 +215,7 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
         res = Result()
         key = "error:" + hashlib.blake2b(topic.encode() + b"\0" + raw, digest_size=12).hexdigest()
         if key not in self.ids:
-            self._log(res, key, "invalid", topic, self.last_ts, _stored(raw), "error")
+            self._log(res, key, "invalid", topic, self._stamp(), _stored(raw), "error")
             self._deadletter(res, key, topic, f"internal error: {type(exc).__name__}: {exc}", raw)
         return res
 
@@ -498,9 +498,15 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
         if len(raw) > MAX_DEADLETTER_PAYLOAD:
             body += f"... [truncated: {len(raw)} bytes in all]"
         row = {"event_id": event_id, "topic": topic, "reason": reason, "payload": body,
-               "ts": self.last_ts, "seq": self.seq}
+               "ts": self._stamp(), "seq": self.seq}
         res.add("deadletter", row)
         res.messages.append(deadletter_message(row))
+
+    def _stamp(self) -> datetime:
+        """The time of a row no event time speaks for (a dead letter, an unparsable message):
+        the latest event time processed, or the policy's genesis before any (never 1970, which
+        would stretch every chart and report period back to it). Deterministic."""
+        return self.last_ts if self.last_ts != EPOCH0 else self.schedule.base.genesis_ts
 
     def _missing(self, ev) -> str | None:
         if isinstance(ev, Validation) and ev.contribution_id not in self.contribs:

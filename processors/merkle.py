@@ -73,3 +73,25 @@ def epoch_leaves(entries: list[dict]) -> tuple[list[str], list[bytes]]:
     """(entry ids, leaf hashes) of an epoch's entries, in canonical (entry_id) order."""
     ordered = sorted(entries, key=lambda e: e["entry_id"])
     return [e["entry_id"] for e in ordered], [leaf_hash(encode_entry(e)) for e in ordered]
+
+
+def verify_audit_path(leaf: bytes, leaf_index: int, tree_size: int, path: list[bytes], expected_root: bytes) -> bool:
+    """RFC 9162 section 2.1.3.2 (RFC 6962's audit path): ``path`` holds the sibling hashes
+    bottom-up, without sides; the sides follow from ``leaf_index`` and ``tree_size``."""
+    if not 0 <= leaf_index < tree_size:
+        return False
+    fn, sn, r = leaf_index, tree_size - 1, leaf
+    for p in path:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == expected_root

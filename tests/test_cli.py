@@ -104,11 +104,26 @@ def test_proof_round_trip_and_forgery(replayed, tmp_path):
     ok = poa("verify", str(proof_file), "--store", str(store))
     assert "valid:" in ok.stdout
     doc = json.loads(proof_file.read_text())
+    assert doc["format"] == "poa-proof/2" and all("audit_path" in p for p in doc["proofs"])
+    # against a root published elsewhere, as JSON; without any trusted root: exit 2, not "valid"
+    ok = poa("verify", str(proof_file), "--root", doc["merkle_root"], "--json")
+    assert json.loads(ok.stdout)["valid"] is True
+    alone = poa("verify", str(proof_file), check=False)
+    assert alone.returncode == 2 and "no trusted root" in alone.stderr
+    # a self-consistent forgery (its own made-up root) fails against the trusted root
+    fake = dict(doc, merkle_root="ab" * 32)
+    (tmp_path / "fake.json").write_text(json.dumps(fake))
+    bad = poa("verify", str(tmp_path / "fake.json"), "--root", doc["merkle_root"], "--json", check=False)
+    assert bad.returncode == 1 and json.loads(bad.stdout)["valid"] is False
+    for junk in ("not json", json.dumps({"epoch": 1}), json.dumps(dict(doc, proofs=[{"entry": {}}]))):
+        (tmp_path / "junk.json").write_text(junk)
+        bad = poa("verify", str(tmp_path / "junk.json"), "--root", doc["merkle_root"], check=False)
+        assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0 and "Traceback" not in bad.stderr
     doc["proofs"][0]["entry"]["amount"] += 1
     doc["proofs"][0]["leaf"] = "00" * 32
     forged = tmp_path / "forged.json"
     forged.write_text(json.dumps(doc))
-    bad = poa("verify", str(forged), check=False)
+    bad = poa("verify", str(forged), "--store", str(store), check=False)
     assert bad.returncode == 1 and "do not hash to its leaf" in bad.stderr
     missing = poa("proof", "--store", str(store), "--account", "nobody", "--epoch", str(top["epoch"]), check=False)
     assert missing.returncode == 1 and "no ledger entries" in missing.stderr

@@ -98,3 +98,37 @@ def test_version_and_clean_help():
     for cmd in ([], ["sql"], ["replay"], ["emit", "usage"], ["proof"]):
         text = poa(*cmd, "--help").stdout
         assert "<bool>" not in text and "<list[" not in text and "<str>" not in text, (cmd, text)
+
+
+def test_tokens_are_exact():
+    from poa.cli_contrib import tokens
+    assert tokens(1_234_567) == "1.234567" and tokens(-5) == "-0.000005" and tokens(0) == "0.000000"
+    assert tokens(10**24 + 1) == "1,000,000,000,000,000,000.000001"  # no float rounding
+
+
+def test_epochs_and_explain(home):
+    _, env = home
+    n = int(poa("sql", "SELECT count() FROM epochs", env=env).stdout)
+    lines = poa("epochs", env=env).stdout.splitlines()
+    assert n >= 1 and len(lines) == n
+    first = lines[0].split("\t")
+    budget = int(poa("sql", f"SELECT budget FROM epochs WHERE epoch = {first[0]}", env=env).stdout)
+    assert first[3].replace(",", "") == f"{budget // 10**6}.{budget % 10**6:06d}"
+    assert len(poa("epochs", "--json", env=env).stdout.splitlines()) == n
+    acct, epoch = poa("sql", "SELECT account, epoch FROM reward_ledger WHERE role = 'contributor' AND source = 'fee' "
+                      "GROUP BY account, epoch ORDER BY count() DESC, account LIMIT 1", env=env).stdout.split()
+    out = poa("explain", "--account", acct, "--epoch", epoch, "--json", env=env)
+    credits = [json.loads(line) for line in out.stdout.splitlines()]
+    want = int(poa("sql", f"SELECT sum(amount) FROM reward_ledger WHERE account = '{acct}' AND epoch = {epoch}",
+                   env=env).stdout)
+    assert sum(c["amount"] for c in credits) == want
+    fee = [c for c in credits if c["source"] == "fee"]
+    assert fee and all(c["attributed"] and c["model_id"] for c in fee)  # each fee credit has its why
+    cids = {a["contribution_id"] for c in fee for a in c["attributed"]}
+    owners = poa("sql", "SELECT DISTINCT contributor FROM contributions WHERE contribution_id IN ("
+                 + ",".join(f"'{x}'" for x in cids) + ")", env=env).stdout.split()
+    assert owners == [acct]
+    text = poa("explain", "--account", acct, "--epoch", epoch, env=env).stdout.splitlines()
+    assert text[-1].endswith(f"({want:,} micro-units)")
+    bad = poa("explain", "--account", "nobody", "--epoch", epoch, env=env)
+    assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0

@@ -91,6 +91,13 @@ def test_worker_over_http_matches_replay_and_ignores_redelivery(topics_fresh, ch
         assert credits and all(c["account"] == account for c in credits)
         assert sum(c["amount"] for c in credits) == sink.scalar(
             f"SELECT sum(amount) FROM {db}.reward_ledger WHERE account = '{account}'")
+        # the text form: one line per credit however narrow the terminal, amounts in tokens
+        lines = subprocess.run([sys.executable, "-m", "poa.cli", "rewards", "tail", "--account", account,
+                                "--no-follow"], capture_output=True, text=True, timeout=120, check=True,
+                               env={**os.environ, "POA_KAFKA_BOOTSTRAP": topics_fresh, "COLUMNS": "40"}).stdout.splitlines()
+        total = sum(c["amount"] for c in credits)
+        assert len(lines) == len(credits) + 1 and f"({total:,} micro-units)" in lines[-1]
+        assert all(c["ref_event_id"] in line for c, line in zip(credits, lines))
 
     # the pipeline-health panels run on the metrics this real worker wrote
     from datetime import timedelta

@@ -123,3 +123,15 @@ def test_a_broken_core_is_not_quarantined_event_by_event(settings, monkeypatch):
         c.process(topic, raw)
     with pytest.raises(RuntimeError, match="in a row failed"):
         c.release(None)
+
+
+def test_a_dead_letter_before_any_event_is_stamped_at_genesis_not_1970(tmp_path):
+    """Rows no event time speaks for take the latest event time, or the policy's genesis
+    before any: a report's period never starts in 1970."""
+    from poa.settings import Settings
+    from processors.replay import process_all
+    from streams.policy import Policy
+    core, out = process_all(Settings(home=tmp_path), [("poa.usage", b"{not json"), ("poa.usage", b"\xff\xfe")])
+    rows = out.rows["deadletter"]
+    assert len(rows) == 2 and all(r["ts"] == Policy().genesis_ts for r in rows)
+    assert all(r["ts"] == Policy().genesis_ts for r in out.rows["events"])

@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 import pytest
 from hypothesis import given, strategies as st
 
-from processors.merkle import encode_entry, epoch_leaves, leaf_hash, node_hash, proof, root, verify
+from processors.merkle import encode_entry, epoch_leaves, leaf_hash, node_hash, proof, root, verify, verify_audit_path
 
 
 def entry(i: int) -> dict:
@@ -55,3 +55,19 @@ def test_leaf_order_is_canonical():
     with pytest.raises(IndexError):
         proof([], 0)
     assert node_hash(b"a", b"b") != node_hash(b"b", b"a")
+
+
+@pytest.mark.parametrize("n", list(range(1, 34)) + [100, 257])
+def test_rfc9162_audit_paths_verify_without_sides(n):
+    """The sibling hashes alone (RFC 6962 audit path) verify with the RFC 9162 algorithm
+    for every leaf index, and fail for a wrong index, size, sibling or root."""
+    leaves = [leaf_hash(str(i).encode()) for i in range(n)]
+    r = root(leaves)
+    for i in range(n):
+        path = [h for _, h in proof(leaves, i)]
+        assert verify_audit_path(leaves[i], i, n, path, r)
+        if n > 1:
+            assert not verify_audit_path(leaves[i], (i + 1) % n, n, path, r)
+            assert not verify_audit_path(leaves[i], i, n, path[:-1] + [b"\x00" * 32], r)
+        assert not verify_audit_path(leaves[i], i, n, path, b"\x11" * 32)
+    assert not verify_audit_path(leaves[0], n, n, [], r)
