@@ -12,7 +12,9 @@ emissions per epoch, demand vs incentive activity, rewards by role, top earners,
 concentration with a Lorenz curve), attribution (by datanet and model, share passed up
 model lineage, evidence mix, usage with no evidence), spam and validators (flags by
 reason, duplicate clusters, validator reliability ranking, spam approved), pipeline
-(dead letters by reason; worker metrics when the store has them).
+(dead letters by topic and by reason; worker throughput, lag and latency, each on its own
+axis, when the store has them). Time axes are proportional to time and show gaps; runs of
+epochs without entries are summarised as one row.
 """
 from __future__ import annotations
 
@@ -73,10 +75,21 @@ def _nice_max(v: float) -> float:
     return 10 * mag
 
 
+def _axis_titles(w: int, h: int, left: int, bottom: int, x_title: str, y_title: str) -> str:
+    out = ""
+    if x_title:
+        out += f'<text x="{left + (w - left) / 2:.0f}" y="{h - bottom + 32}" class="xt at">{_e(x_title)}</text>'
+    if y_title:
+        out += (f'<text x="14" y="{(h - bottom) / 2 + 10:.0f}" class="xt at" '
+                f'transform="rotate(-90 14 {(h - bottom) / 2 + 10:.0f})">{_e(y_title)}</text>')
+    return out
+
+
 def bar_chart(title: str, categories: list[str], series: list[tuple[str, list[float]]],
-              stacked: bool = False, unit: str = "") -> str:
-    """Vertical bars: one group (or stack) per category, one colour per series."""
-    w, h, left, bottom, top = 720, 300, 70, 60, 30
+              stacked: bool = False, unit: str = "", y_title: str = "", x_title: str = "") -> str:
+    """Vertical bars: one group (or stack) per category, one colour per series; axis titles
+    name the quantity and its unit."""
+    w, h, left, bottom, top = 720, 310, 78, 70, 30
     n = max(len(categories), 1)
     totals = [sum(s[1][i] for s in series) if stacked else max((s[1][i] for s in series), default=0)
               for i in range(len(categories))]
@@ -106,6 +119,7 @@ def bar_chart(title: str, categories: list[str], series: list[tuple[str, list[fl
         parts.append(f'<text x="{left + slot * (i + 0.5):.1f}" y="{h - bottom + 16}" class="xt">'
                      f'{_e(cat[:22])}</text>')
     parts.append(_legend([s[0] for s in series], left, h - 12))
+    parts.append(_axis_titles(w, h, left, bottom, x_title, y_title))
     return _svg(w, h, "".join(parts), title)
 
 
@@ -128,28 +142,53 @@ def hbar_chart(title: str, labels: list[str], values: list[float], fmt=fmt_num,
     return _svg(w, h, "".join(parts), title)
 
 
-def line_chart(title: str, xs: list[datetime], series: list[tuple[str, list[float]]]) -> str:
-    """Lines over time (one path per series) on a shared y axis from zero."""
-    w, h, left, bottom, top = 720, 280, 60, 50, 20
+def line_chart(title: str, xs: list[datetime], series: list[tuple[str, list[float]]], y_title: str = "",
+               x_title: str = "time (UTC)", gap_factor: float = 3.0) -> str:
+    """Lines over time on a shared y axis from zero. x is proportional to time (a quiet
+    month is a long stretch, not one step); consecutive points further apart than
+    ``gap_factor`` times the usual spacing are not joined (the gap shows); every point also
+    gets a marker, so a series of one point (data within one hour) is still drawn. The
+    usual spacing is the smallest one (the bucket width)."""
+    w, h, left, bottom, top = 720, 300, 70, 66, 20
     ymax = _nice_max(max((v or 0 for _, vs in series for v in vs), default=0))
-    n = max(len(xs) - 1, 1)
-    pw, ph = w - left - 15, h - top - bottom
-    parts = [f'<line x1="{left}" y1="{h - bottom}" x2="{w - 15}" y2="{h - bottom}" class="ax"/>']
+    pw, ph = w - left - 20, h - top - bottom
+    parts = [f'<line x1="{left}" y1="{h - bottom}" x2="{w - 20}" y2="{h - bottom}" class="ax"/>']
     for k in range(5):
         y = h - bottom - ph * k / 4
-        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{w - 15}" y2="{y:.1f}" class="grid"/>'
+        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{w - 20}" y2="{y:.1f}" class="grid"/>'
                      f'<text x="{left - 6}" y="{y + 4:.1f}" class="yt">{_e(fmt_num(ymax * k / 4, 1))}</text>')
-    step = max(len(xs) // 6, 1)
-    for i in range(0, len(xs), step):
-        parts.append(f'<text x="{left + pw * i / n:.1f}" y="{h - bottom + 16}" class="xt">'
-                     f'{_e(xs[i].strftime("%m-%d %H:%M"))}</text>')
-    for j, (name, vs) in enumerate(series):
-        pts = " ".join(f"{'M' if i == 0 else 'L'}{left + pw * i / n:.1f},{h - bottom - ph * (v or 0) / ymax:.1f}"
-                       for i, v in enumerate(vs))
-        if pts:
-            parts.append(f'<path d="{pts}" fill="none" stroke="{PALETTE[j % len(PALETTE)]}" '
-                         f'stroke-width="2"><title>{_e(name)}</title></path>')
-    parts.append(_legend([s[0] for s in series], left, h - 10))
+    if xs:
+        t0, t1 = xs[0].timestamp(), xs[-1].timestamp()
+        span = (t1 - t0) or 1.0
+        single = t1 == t0
+
+        def X(t: datetime) -> float:
+            return left + pw / 2 if single else left + pw * (t.timestamp() - t0) / span
+        fmt = "%Y-%m-%d" if span > 10 * 86_400 else "%m-%d %H:%M"
+        for k in range(1 if single else 5):  # ticks at even times, not at even indices
+            t = datetime.fromtimestamp(t0 + span * k / 4, tz=xs[0].tzinfo) if not single else xs[0]
+            x = X(t)
+            anchor = "" if single or 0 < k < 4 else (' style="text-anchor:start"' if k == 0 else ' style="text-anchor:end"')
+            parts.append(f'<line x1="{x:.1f}" y1="{h - bottom}" x2="{x:.1f}" y2="{h - bottom + 4}" class="ax"/>'
+                         f'<text x="{x:.1f}" y="{h - bottom + 16}" class="xt"{anchor}>{_e(t.strftime(fmt))}</text>')
+        steps = [b.timestamp() - a.timestamp() for a, b in zip(xs, xs[1:])]
+        usual = min((d for d in steps if d > 0), default=0.0)  # the buckets' width (an hour)
+        for j, (name, vs) in enumerate(series):
+            color = PALETTE[j % len(PALETTE)]
+            d, prev = [], None
+            for t, v in zip(xs, vs):
+                x, y = X(t), h - bottom - ph * (v or 0) / ymax
+                joined = prev is not None and (t.timestamp() - prev.timestamp()) <= gap_factor * usual
+                d.append(f"{'L' if joined else 'M'}{x:.1f},{y:.1f}")
+                parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}"><title>{_e(name)} '
+                             f'{_e(t.strftime("%Y-%m-%d %H:%M"))}: {_e(fmt_num(v))}</title></circle>')
+                prev = t
+            parts.append(f'<path d="{" ".join(d)}" fill="none" stroke="{color}" stroke-width="2">'
+                         f'<title>{_e(name)}</title></path>')
+    else:
+        parts.append(f'<text x="{left + 10}" y="{top + 20}" class="vl">no rows</text>')
+    parts.append(_legend([s[0] for s in series], left, h - 8))
+    parts.append(_axis_titles(w, h, left, bottom, x_title, y_title))
     return _svg(w, h, "".join(parts), title)
 
 
@@ -180,7 +219,7 @@ def table(headers: list[str], rows: list[tuple], fmts: dict[int, object] | None 
         for i, v in enumerate(r)) + "</tr>" for r in rows)
     if not rows:
         body = f'<tr><td colspan="{len(headers)}" class="t">no rows</td></tr>'
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="tw"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def figure(title: str, content: str, note: str = "") -> str:
@@ -247,23 +286,27 @@ def _economics(st: Store) -> str:
                   ("forfeited from escrow to pools (tokens)", fmt_num(pools[3])),
                   ("emission-funded credits (tokens)", fmt_num(emission_total)),
                   ("usage-funded share", fmt_pct(fee_total / both if both else None))])]
-    cats = [r[1].strftime("%Y-%m-%d") for r in epochs]
+    shown = quiet_runs(epochs)
+    cats = [c for c, _ in shown]
     out.append(figure("Rewards from usage vs emissions per epoch", bar_chart(
         "Rewards from usage vs emissions per epoch", cats,
-        [("fee-funded (tokens)", [r[3] for r in epochs]), ("emission-funded (tokens)", [r[4] for r in epochs])]),
+        [("fee-funded (tokens)", [r[3] for _, r in shown]),
+         ("emission-funded (tokens)", [r[4] for _, r in shown])],
+        y_title="tokens", x_title="epoch (start date, UTC)"),
         "Fee-funded credits come from paid inference (real demand); emission-funded ones from the "
-        "epoch's token budget (incentives)."))
+        "epoch's token budget (incentives). A run of three or more epochs without usage is one bar "
+        "(its sums)."))
     out.append(table(["epoch", "start", "budget (tokens)", "fee-funded", "emission-funded", "entries", "Merkle root"],
-                     [(r[0], r[1], r[2] / 1e6, r[3], r[4], r[5], r[6][:16] + "…") for r in epochs],
-                     {0: str}))
+                     [(r[0], r[1], r[2] / 1e6, r[3], r[4], r[5], r[6][:16] + "…" if r[6] else "")
+                      for _, r in shown], {0: str}))
     out.append(figure("Demand vs incentive activity per hour", line_chart(
         "Demand vs incentive activity per hour", [r[0] for r in hourly],
         [("paid inference (demand)", [r[1] for r in hourly]), ("contributions (incentive)", [r[2] for r in hourly]),
-         ("validations (incentive)", [r[3] for r in hourly])])))
+         ("validations (incentive)", [r[3] for r in hourly])], y_title="events per hour")))
     out.append(figure("Rewards by role", bar_chart(
         "Rewards by role", [r[0] for r in roles],
         [("fee-funded (tokens)", [r[1] for r in roles]), ("emission-funded (tokens)", [r[2] for r in roles])],
-        stacked=True)))
+        stacked=True, y_title="tokens", x_title="role")))
     out.append(figure("Top earners", hbar_chart("Top earners", [r[0] for r in top[:10]], [r[4] for r in top[:10]])
                       + table(["account", "roles", "fee-funded", "emission-funded", "total (tokens)",
                                "of which from pools"], top)))
@@ -275,6 +318,33 @@ def _economics(st: Store) -> str:
                       "HHI: sum of squared shares."))
     out.append(_demand_integrity(st))
     return _section("Network economics", out)
+
+
+def quiet_runs(epochs: list[tuple]) -> list[tuple[str, tuple]]:
+    """Epoch rows ``(epoch, start, budget µ, fee tokens, emission tokens, entries, root)`` for
+    a chart or table as ``(label, row)``: a run of 3+ consecutive epochs without usage (no
+    fee-funded credit) becomes one row labelled ``"start–end"`` (its start column says
+    ``"start–end: N epochs without usage"``) with
+    the run's sums (emissions go on), so a quiet year is one line, not hundreds."""
+    out: list[tuple[str, tuple]] = []
+    run: list[tuple] = []
+
+    def flush() -> None:
+        if len(run) >= 3:
+            label = f"{run[0][1]:%Y-%m-%d}–{run[-1][1]:%Y-%m-%d}"
+            out.append((label, (f"{run[0][0]}–{run[-1][0]}", f"{label}: {len(run)} epochs without usage", sum(r[2] for r in run), 0.0,
+                                sum(r[4] for r in run), sum(r[5] for r in run), "")))
+        else:
+            out.extend((r[1].strftime("%Y-%m-%d"), r) for r in run)
+        run.clear()
+    for r in epochs:
+        if not r[3]:
+            run.append(r)
+            continue
+        flush()
+        out.append((r[1].strftime("%Y-%m-%d"), r))
+    flush()
+    return out
 
 
 def _demand_integrity(st: Store) -> str:
@@ -453,16 +523,25 @@ def _pipeline(st: Store) -> str:
     dead = st.rows("SELECT topic, reason, count() AS n FROM {db}.deadletter GROUP BY topic, reason "
                    "ORDER BY n DESC, topic, reason")
     by_topic = st.rows("SELECT topic, count() AS n FROM {db}.deadletter GROUP BY topic ORDER BY n DESC, topic")
+    by_reason = st.rows("SELECT substring(reason, 1, 60) AS r, count() AS n FROM {db}.deadletter GROUP BY r "
+                        "ORDER BY n DESC, r LIMIT 12")
     metrics = st.rows("SELECT toDateTime64(toStartOfHour(ts), 3, 'UTC') AS h, sum(messages), max(lag), max(e2l_p99_ms) "
                       "FROM {db}.pipeline_metrics GROUP BY h ORDER BY h")
-    out = [figure("Dead letters by reason", hbar_chart("Dead letters by topic", [r[0] for r in by_topic],
-                                                       [r[1] for r in by_topic], color=PALETTE[7])
+    out = [figure("Dead letters by topic", hbar_chart("Dead letters by topic", [r[0] for r in by_topic],
+                                                      [r[1] for r in by_topic], color=PALETTE[6])),
+           figure("Dead letters by reason", hbar_chart("Dead letters by reason", [r[0] for r in by_reason],
+                                                       [r[1] for r in by_reason], color=PALETTE[3])
                   + table(["topic", "reason", "dead letters"], [(t, r[:160], n) for t, r, n in dead]))]
-    if metrics:
-        out.append(figure("Worker throughput, lag and latency per hour", line_chart(
-            "Worker throughput per hour", [r[0] for r in metrics],
-            [("messages", [r[1] for r in metrics]), ("max lag", [r[2] for r in metrics]),
-             ("p99 event-to-ledger ms", [r[3] for r in metrics])])))
+    if metrics:  # one quantity per chart: counts, lag and milliseconds do not share an axis
+        xs = [r[0] for r in metrics]
+        out.append(figure("Worker throughput per hour", line_chart(
+            "Worker throughput per hour", xs, [("messages processed", [r[1] for r in metrics])],
+            y_title="messages per hour")))
+        out.append(figure("Consumer lag per hour (max)", line_chart(
+            "Consumer lag per hour (max)", xs, [("max lag", [r[2] for r in metrics])], y_title="messages behind")))
+        out.append(figure("Event-to-ledger latency per hour (p99)", line_chart(
+            "Event-to-ledger latency per hour (p99)", xs, [("p99 event-to-ledger", [r[3] for r in metrics])],
+            y_title="milliseconds")))
     else:
         out.append('<p class="note">No worker metrics in this store (pipeline_metrics is written by '
                    '<code>poa worker</code>, not by <code>poa replay</code>).</p>')
@@ -489,7 +568,7 @@ th{background:#f0f2f6}.stats{display:flex;flex-wrap:wrap;gap:12px;margin:10px 0}
 .stat .k{font-size:12px;color:#5b6475}
 svg text{font:11px system-ui,sans-serif;fill:#3a4254}svg .yt{text-anchor:end}svg .xt{text-anchor:middle}
 svg .yl{text-anchor:end}svg .ax{stroke:#8a93a6}svg .grid{stroke:#e6e8ee}svg .frame{fill:none;stroke:#c8cdd8}
-svg .diag{stroke:#9aa3b5;stroke-dasharray:4 3;fill:none}
+svg .diag{stroke:#9aa3b5;stroke-dasharray:4 3;fill:none}svg .at{font-weight:600;fill:#5b6475}.tw{overflow-x:auto}
 """
 
 
