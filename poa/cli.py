@@ -189,9 +189,14 @@ def replay(events: Path = typer.Argument(..., exists=True, dir_okay=False, help=
     from sinks.chdb_sink import ChdbSink
     from sinks.lease import StoreLocked
     from streams.policy import PolicyMismatch
+    from poa.stores import first_line
     s = _settings(store)
     total = sum(1 for line in open(events, "rb") if line.strip())
-    sink = ChdbSink(store, s.clickhouse_database)
+    try:
+        sink = ChdbSink(store, s.clickhouse_database)
+    except Exception as exc:  # missing permissions, a store another process holds
+        err.print(f"[red]poa replay: cannot open the store {store}:[/] {first_line(exc)}")
+        raise typer.Exit(1)
     try:
         with Progress(console=console) as prog:
             task = prog.add_task("replaying", total=total)

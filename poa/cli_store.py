@@ -28,6 +28,8 @@ def which(ctx: typer.Context, store: Path | None = STORE_OPT) -> None:
     r = resolve(get_settings(), store, reading=True)
     w = resolve(get_settings(), store, reading=False)
     console.print(f"{r.where}  ({r.why}{'' if r.exists else '; does not exist yet'})", soft_wrap=True)
+    if r.served:
+        console.print(f"readers query it through {r.served}", soft_wrap=True)
     if w.where != r.where:
         console.print(f"writers (worker, replay, policy apply) use {w.where}  ({w.why})", soft_wrap=True)
 

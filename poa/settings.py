@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     clickhouse_database: str = "poa"
     # one writer per store (sinks/lease.py): a writer silent this long may be replaced
     store_lease_ttl_s: float = 30.0
+    # live read-only SQL on the embedded store while the worker runs (sinks/ch_http.py): the
+    # worker serves ClickHouse's HTTP interface here and writes <store>.sql.json for the CLI
+    sql_http_enabled: bool = True
+    sql_http_host: str = "127.0.0.1"
+    sql_http_port: int = 0  # 0: any free port (the endpoint file says which)
+    sql_http_user: str = "reader"
+    sql_http_password: SecretStr | None = None  # None: no password (bound to 127.0.0.1 by default)
     # core snapshots beside the store (processors/snapshots.py): restart = newest valid
     # snapshot + the log after it; one every this many logged events and at each epoch close
     snapshot_every_events: int = 20_000  # 0: no snapshots (restart replays the whole log)
@@ -155,6 +162,11 @@ class Settings(BaseSettings):
     @property
     def store_path(self) -> Path:
         return self.store_dir or self.home / "store"
+
+    def sql_endpoint_file(self, store: Path | None = None) -> Path:
+        """Where a worker serving ``store`` (default: this store) over HTTP writes its address."""
+        p = Path(store or self.store_path)
+        return p.with_name(p.name + ".sql.json")
 
     @property
     def snapshot_path(self) -> Path:

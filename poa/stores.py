@@ -12,7 +12,10 @@
 6. otherwise ``<POA_HOME>/store``, which a reader refuses (:class:`StoreMissing`): a new
    empty store would only answer "0 rows".
 
-``poa store`` prints the choice and why. ``open_store`` turns the common faults (missing,
+A reader of an embedded store that a running worker serves (its ``<store>.sql.json``
+endpoint file names a live process) reads through that worker's read-only HTTP endpoint
+(processors/app.py ``serve_sql``), since the worker holds the store. ``poa store`` prints
+the choice and why. ``open_store`` turns the common faults (missing,
 locked by another process, server unreachable) into one-line :class:`StoreError`\\ s.
 """
 from __future__ import annotations
@@ -37,9 +40,41 @@ class Resolved:
     where: str  # path or URL
     why: str
     exists: bool
+    served: str = ""  # "url (pid N)" when a running worker serves this embedded store over HTTP
+
+
+def _served(settings: Settings, store: Path) -> Settings | None:
+    """Settings that read ``store`` through the running worker's read-only HTTP endpoint
+    (processors/app.py ``serve_sql``), or None when no live worker serves it."""
+    import json
+    import os
+    f = settings.sql_endpoint_file(store)
+    try:
+        ep = json.loads(f.read_text())
+        os.kill(int(ep["pid"]), 0)  # a crashed worker leaves a stale file: ignore it
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    pw = settings.sql_http_password.get_secret_value() if settings.sql_http_password else ""
+    return settings.model_copy(update={"store_engine": "http", "clickhouse_url": ep["url"],
+                                       "clickhouse_user": ep.get("user", "default"),
+                                       "clickhouse_password": type(settings.clickhouse_password)(pw),
+                                       "clickhouse_database": ep.get("database", settings.clickhouse_database)})
+
+
+def _with_server(r: Resolved, reading: bool) -> Resolved:
+    if not reading or r.settings.store_engine != "chdb" or not r.exists:
+        return r
+    s = _served(r.settings, Path(r.where))
+    if s is None:
+        return r
+    return Resolved(s, r.where, r.why, True, f"{s.clickhouse_url} (served read-only by the running worker)")
 
 
 def resolve(settings: Settings, store: Path | None = None, reading: bool = True) -> Resolved:
+    return _with_server(_resolve(settings, store, reading), reading)
+
+
+def _resolve(settings: Settings, store: Path | None, reading: bool) -> Resolved:
     if store is not None:
         s = settings.model_copy(update={"store_dir": store, "store_engine": "chdb"})
         return Resolved(s, str(store), "--store", store.exists())
@@ -74,7 +109,9 @@ def open_store(r: Resolved, reading: bool = True):
     except StoreError:
         raise
     except Exception as exc:
-        raise StoreError(f"cannot open the store {r.where}: {first_line(exc)}") from exc
+        msg = first_line(exc)
+        raise StoreError(msg if msg.startswith("cannot open the store") else
+                         f"cannot open the store {r.where}: {msg}") from exc
 
 
 def first_line(exc: BaseException) -> str:

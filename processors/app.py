@@ -96,6 +96,7 @@ class Pipeline:
         self.arrived_ms: dict[str, float] = {}  # event_id -> Kafka record time, until processed
         self.app: faust.App | None = None
         self.outbox = None  # streams.outbox.TransactionalOutbox, opened by recover_output()
+        self.sql_server = None  # sinks.ch_http.ChdbHttpServer: live read-only SQL (serve_sql)
         self.on_fatal = os._exit  # how fatal() ends the process (tests may replace it)
         self.restored: dict = {}  # how the core was rebuilt at start (snapshot seq, tail, seconds)
         self.snapshots = (Snapshots.for_settings(settings) if settings.snapshot_every_events > 0
@@ -488,7 +489,39 @@ def build_app(settings: Settings, sink: Sink | None = None) -> tuple[faust.App, 
             await pipe.ensure_output()
 
     pipe.app = app
+    pipe.sql_server = serve_sql(settings)
     return app, pipe
+
+
+def serve_sql(settings: Settings):
+    """Serve the embedded store read-only over ClickHouse's HTTP interface (sinks/ch_http.py)
+    and write the endpoint file the CLI looks for; None for a server store or when off."""
+    if settings.store_engine != "chdb" or not settings.sql_http_enabled:
+        return None
+    import json as _json
+    import os as _os
+
+    from sinks.ch_http import ChdbHttpServer
+    pw = settings.sql_http_password.get_secret_value() if settings.sql_http_password else None
+    server = ChdbHttpServer(settings.store_path, settings.sql_http_host, settings.sql_http_port, readonly=True,
+                            user=settings.sql_http_user, password=pw).start()
+    endpoint = settings.sql_endpoint_file()
+    tmp = endpoint.with_name(endpoint.name + ".tmp")
+    tmp.write_text(_json.dumps({"url": server.url, "user": settings.sql_http_user, "password_required": bool(pw),
+                                "database": settings.clickhouse_database, "pid": _os.getpid()}))
+    tmp.replace(endpoint)
+    log.warning("read-only SQL on the store at %s (database %s; endpoint file %s)", server.url,
+                settings.clickhouse_database, endpoint)
+    return server
+
+
+def stop_sql(settings: Settings, server) -> None:
+    if server is None:
+        return
+    try:
+        server.stop()
+    finally:
+        settings.sql_endpoint_file().unlink(missing_ok=True)
 
 
 def run_worker(settings: Settings, loglevel: str = "warning") -> None:
@@ -511,5 +544,6 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     try:
         worker.execute_from_commandline()
     finally:
+        stop_sql(settings, pipe.sql_server)
         if pipe.sink.lease is not None:
             pipe.sink.lease.release()

@@ -10,6 +10,7 @@ worker threads (``asyncio.to_thread``). Inserts go columnar through Arrow:
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from decimal import Decimal
 from pathlib import Path
@@ -64,6 +65,27 @@ def _token(token: str) -> str:
     return token
 
 
+@contextlib.contextmanager
+def _engine_stderr_quiet():
+    """While the engine starts: its C++ code prints a failure (a store locked by another
+    process) to file descriptor 2 itself, before Python gets the exception; that text is
+    dropped here (the exception carries it), so a command can fail in one line."""
+    import os
+    import tempfile
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _open(path: Path) -> chdb_session.Session:
     key = str(path.resolve())
     with _LOCK:
@@ -73,7 +95,8 @@ def _open(path: Path) -> chdb_session.Session:
                                    f"is open, so {key} cannot be; close the other sink first")
             path.mkdir(parents=True, exist_ok=True)
             try:
-                _SESSIONS[key] = [chdb_session.Session(key), 0]
+                with _engine_stderr_quiet():
+                    _SESSIONS[key] = [chdb_session.Session(key), 0]
             except Exception as exc:
                 raise RuntimeError(f"cannot open the store {key}: {exc} (is a worker or another "
                                    "`poa` process using it? stop it, or query that process)") from exc

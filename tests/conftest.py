@@ -41,7 +41,7 @@ def sink(chdb_path, database):
 
 @pytest.fixture(scope="session")
 def ch_http(chdb_path):
-    from support.ch_http import ChdbHttpServer
+    from sinks.ch_http import ChdbHttpServer
     with ChdbHttpServer(str(chdb_path)) as server:
         yield server
 

@@ -132,3 +132,26 @@ def test_epochs_and_explain(home):
     assert text[-1].endswith(f"({want:,} micro-units)")
     bad = poa("explain", "--account", "nobody", "--epoch", epoch, env=env)
     assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0
+
+
+def test_a_store_held_by_another_process_or_unwritable_is_one_line(home, tmp_path):
+    d, env = home
+    store = tmp_path / "held"
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, time; from sinks.chdb_sink import ChdbSink; s = ChdbSink(sys.argv[1]); "
+                               "s.ensure_schema(); print('ready', flush=True); time.sleep(120)", str(store)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        bad = poa("sql", "--store", str(store), "SELECT 1", env=env)
+        assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0, bad.stderr
+        assert "cannot open the store" in bad.stderr and "Traceback" not in bad.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")  # a store path that cannot be a directory (also as root)
+    events = next((d / "scen").glob("events.jsonl"))
+    bad = poa("replay", str(events), "--store", str(not_a_dir), env=env)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr and "cannot open the store" in bad.stderr
+    assert bad.stderr.strip().count("\n") == 0, bad.stderr

@@ -117,18 +117,48 @@ def test_worker_over_http_matches_replay_and_ignores_redelivery(topics_fresh, ch
 
 
 def test_worker_with_embedded_store_then_poa_sql(topics_fresh, settings, tmp_path):
+    """The worker holds its embedded store and serves it read-only over ClickHouse's HTTP
+    interface: `poa sql` (which finds the endpoint by itself) and clickhouse-connect query
+    it while it ingests; writes, DDL and file() are refused; the endpoint goes at stop."""
+    import clickhouse_connect
+    from clickhouse_connect.driver.exceptions import DatabaseError
     records = scenario()
     expected = offline(settings, records)
-    produce(topics_fresh, records)
+    half = len(records) // 2
+    produce(topics_fresh, records[:half])
     store = tmp_path / "store"
     w = WorkerProcess(tmp_path / "w", POA_KAFKA_BOOTSTRAP=topics_fresh, POA_STORE_DIR=str(store),
                       POA_WORKER_ID="poa-test-" + uuid.uuid4().hex[:8]).start()
     n_events = len(expected.rows["events"])
+    endpoint = store.with_name("store.sql.json")
+    sql_env = {**os.environ, "POA_STORE_DIR": str(store)}
     try:
+        w.wait_until(lambda: endpoint.exists() and w.status().get("processed", 0) > 0, what="the SQL endpoint")
+        ep = json.loads(endpoint.read_text())
+        client = clickhouse_connect.get_client(host="127.0.0.1", port=int(ep["url"].rsplit(":", 1)[1]),
+                                               username=ep["user"], database="poa")
+        seen = []
+        for part in (records[half:], []):  # queries while the worker ingests the second half
+            produce(topics_fresh, part) if part else None
+            live = subprocess.run([sys.executable, "-m", "poa.cli", "sql", "SELECT count() FROM events"],
+                                  capture_output=True, text=True, env=sql_env, timeout=120)
+            assert live.returncode == 0, live.stderr
+            seen.append(int(live.stdout))
+            assert client.query("SELECT count() FROM reward_ledger").result_rows[0][0] >= 0
+        for bad in ("INSERT INTO reward_ledger (account) VALUES ('mallory')", "DROP TABLE reward_ledger",
+                    "SELECT * FROM file('/etc/hostname', 'LineAsString')"):
+            with pytest.raises(DatabaseError, match="READONLY|readonly"):
+                client.command(bad)
+        where = subprocess.run([sys.executable, "-m", "poa.cli", "store"], capture_output=True, text=True,
+                               env=sql_env, timeout=60)
+        assert "served read-only by the running worker" in where.stdout
+        client.close()
         w.wait_until(lambda: w.status().get("processed", 0) >= n_events and w.status().get("buffered") == 0,
                      what=f"{n_events} processed events")
+        assert seen[0] > 0 and seen == sorted(seen)
     finally:
         assert w.stop() == 0, w.log_tail()
+    assert not endpoint.exists()  # a stopped worker serves nothing; readers open the store again
     out = subprocess.run([sys.executable, "-m", "poa.cli", "sql", "--store", str(store),
                           "SELECT role, sum(amount) AS amount FROM reward_ledger GROUP BY role "
                           "ORDER BY role FORMAT JSONEachRow"], capture_output=True, text=True, check=True)

@@ -9,7 +9,7 @@ import clickhouse_connect
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from .ch_http import ChdbHttpServer
+from sinks.ch_http import ChdbHttpServer
 
 N = 10_000
 COLUMNS = ["id", "ts", "tags", "kind", "n", "x", "note"]
@@ -116,10 +116,13 @@ def test_errors_surface_as_database_error(server):
 
 
 PERSIST_SCRIPT = """
+import importlib.util
 import sys
-sys.path.insert(0, sys.argv[2])
-from support.ch_http import ChdbHttpServer
-from support.test_ch_http import COLUMNS, connect, create_schema, make_rows
+from sinks.ch_http import ChdbHttpServer
+spec = importlib.util.spec_from_file_location("ch_http_test", sys.argv[2])
+helpers = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(helpers)
+COLUMNS, connect, create_schema, make_rows = helpers.COLUMNS, helpers.connect, helpers.create_schema, helpers.make_rows
 store, rows = sys.argv[1], make_rows(1_000)
 with ChdbHttpServer(store) as first:
     client = connect(first)
@@ -142,6 +145,6 @@ def test_data_persists_across_restart(tmp_path):
     import sys
     from pathlib import Path
     out = subprocess.run([sys.executable, "-c", PERSIST_SCRIPT, str(tmp_path / "store"),
-                          str(Path(__file__).parents[1])], capture_output=True, text=True, timeout=300)
+                          str(Path(__file__))], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == "persisted"

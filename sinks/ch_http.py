@@ -1,8 +1,21 @@
-"""A real ClickHouse HTTP endpoint backed by the embedded chdb engine, for tests.
+"""ClickHouse's HTTP interface over the embedded chdb engine: live SQL on a worker's store.
 
-``ChdbHttpServer(data_path)`` serves, on 127.0.0.1 and an ephemeral port, the subset of the
-ClickHouse HTTP interface that ``clickhouse_connect`` (HTTP client, compress on or off) uses.
-Every statement really runs in chdb; nothing is mocked.
+``ChdbHttpServer(data_path, host="127.0.0.1", port=0, readonly=False, user=None,
+password=None)`` serves the subset of the ClickHouse HTTP interface that
+``clickhouse_connect`` (HTTP client, compress on or off), pandas through it, Grafana's
+ClickHouse datasource (HTTP protocol) and ``poa sql|report|proof`` use. Every statement
+really runs in chdb. The worker runs one, read-only, beside its embedded store
+(processors/app.py, settings ``sql_http_*``), because chdb lets one process hold a store:
+without it nothing else could query the store while the worker runs. The tests run a
+read-write one (tests/conftest.py ``ch_http``) as their ClickHouse server.
+
+Read-only (``readonly=True``): each request's own connection runs ``SET readonly = 1``
+after the request's settings, so no INSERT, no DDL, no settings change and no table
+function that reads the host or the network (``file()``, ``url()``, ``s3()``...) gets
+through; inserts with data are refused before reaching the engine (code 164, READONLY).
+Credentials (``user``/``password``; HTTP basic auth, ``X-ClickHouse-User``/``-Key``
+headers or ``user``/``password`` URL params, as ClickHouse accepts them) are required when
+a password is set; a wrong one is answered 401 with code 516 (AUTHENTICATION_FAILED).
 
 Served:
   * ``GET /`` and ``GET /ping`` -> ``Ok.``
@@ -36,7 +49,9 @@ connection for its lifetime and opens a fresh, cheap (~1.5 ms) connection per re
 
 from __future__ import annotations
 
+import base64
 import gzip
+import hmac
 import json
 import re
 import threading
@@ -143,10 +158,26 @@ class _Handler(BaseHTTPRequestHandler):
             return b"".join(parts)
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
+    def _credentials(self, params: dict[str, str]) -> tuple[str, str]:
+        auth = self.headers.get("Authorization", "")
+        if auth.lower().startswith("basic "):
+            try:
+                user, _, password = base64.b64decode(auth[6:].strip()).decode().partition(":")
+                return user, password
+            except ValueError:
+                return "", ""
+        return (self.headers.get("X-ClickHouse-User") or params.get("user") or "default",
+                self.headers.get("X-ClickHouse-Key") or params.get("password") or "")
+
     def _execute(self, params: dict[str, str], body: bytes) -> None:
         owner: ChdbHttpServer = self.server.owner  # type: ignore[attr-defined]
         headers = {"X-ClickHouse-Query-Id": params.get("query_id") or str(uuid.uuid4()),
                    "X-ClickHouse-Server-Display-Name": "chdb", "X-ClickHouse-Timezone": owner.timezone}
+        if not owner.authorized(*self._credentials(params)):
+            text = b"Code: 516. DB::Exception: Authentication failed: password is incorrect, or there is no user with such name. (AUTHENTICATION_FAILED)\n"
+            self._reply(401, text, {**headers, "X-ClickHouse-Exception-Code": "516",
+                                    "Content-Type": "text/plain; charset=UTF-8"})
+            return
         try:
             body = _decompress(body, self.headers.get("Content-Encoding"))
             head = params.get("query", "").encode()
@@ -180,10 +211,13 @@ class _Handler(BaseHTTPRequestHandler):
 class ChdbHttpServer:
     """ClickHouse HTTP protocol over chdb; see the module docstring for the served subset."""
 
-    def __init__(self, data_path: str):
+    def __init__(self, data_path: str, host: str = "127.0.0.1", port: int = 0, readonly: bool = False,
+                 user: str | None = None, password: str | None = None):
         self.data_path = str(data_path)
         self.timezone = "UTC"
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.readonly = readonly
+        self.user, self.password = user, password
+        self._httpd = ThreadingHTTPServer((host, port), _Handler)
         self._httpd.daemon_threads = True
         self._httpd.owner = self  # type: ignore[attr-defined]
         self._root: Connection | None = None
@@ -194,6 +228,18 @@ class ChdbHttpServer:
     @property
     def port(self) -> int:
         return self._httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        host = self._httpd.server_address[0]
+        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{self.port}"
+
+    def authorized(self, user: str, password: str) -> bool:
+        """Any user when no password is set; else the configured user and password."""
+        if not self.password:
+            return True
+        return (hmac.compare_digest(user.encode(), (self.user or "default").encode())
+                and hmac.compare_digest(password.encode(), self.password.encode()))
 
     def start(self) -> ChdbHttpServer:
         # The root connection pins the process's embedded engine to data_path while serving.
@@ -225,6 +271,8 @@ class ChdbHttpServer:
         sql = (insert.group(1) if insert else raw).decode("utf-8", "replace").strip()
         if not sql:
             raise QueryError("Empty query", code=62)  # SYNTAX_ERROR
+        if insert and self.readonly:
+            raise QueryError("Cannot execute query in readonly mode. (READONLY)", code=164)
         session = params.get("session_id")
         with self._lock:
             prelude = list(self._sessions.get(session, ())) if session else []
@@ -235,6 +283,8 @@ class ChdbHttpServer:
         if any(not re.fullmatch(r"\w+", k) for k in settings):
             raise QueryError(f"Invalid setting name in {sorted(settings)}", code=115)  # UNKNOWN_SETTING
         prelude.append("SET " + ", ".join(f"{k} = {_literal(v)}" for k, v in settings.items()))
+        if self.readonly:  # last: nothing after it can undo it (readonly=1 forbids changing it)
+            prelude.append("SET readonly = 1")
         binds = {k[len("param_"):]: v for k, v in params.items() if k.startswith("param_")}
         started, fmt = time.perf_counter_ns(), None
         try:
