@@ -144,10 +144,41 @@ def _emit(etype: str, fields: dict, json_text: str | None, file: Path | None, ev
             err.print(f"[red]{exc}[/]")
             raise typer.Exit(2)
         events = [sign_event(ev, account, key) for ev in events]
+    if etype == "usage":
+        _warn_unknown_models(events)
     if not dry_run:
         events = _produce(events, bootstrap, sign)
     for ev in events:
         sys.stdout.write(json.dumps(ev, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def _warn_unknown_models(events: list[dict]) -> None:
+    """One line per model id the store (``poa store``; through a running worker's endpoint
+    when it serves it) does not know: such a usage waits for the model's registration, up to
+    the policy's ``wait_expiry_s`` (one epoch by default), then is dead-lettered. A hint
+    only: without a readable store nothing is said, and the event is sent either way (the
+    registration may be on its way)."""
+    from poa.stores import open_store, resolve
+    wanted = sorted({ev["model_id"] for ev in events})
+    try:
+        r = resolve(_settings(), None, reading=True)
+        if not r.exists:
+            return
+        sink = open_store(r, reading=True)
+    except Exception:  # a hint must never stop a report (StoreError included)
+        return
+    try:
+        ids = ", ".join("'" + m.replace("\\", "\\\\").replace("'", "\\'") + "'" for m in wanted)
+        _, rows = sink.query(f"SELECT DISTINCT model_id FROM {sink.database}.models WHERE model_id IN ({ids})")
+        known = {r[0] for r in rows}
+    except Exception:
+        return
+    finally:
+        sink.close()
+    for m in wanted:
+        if m not in known:
+            err.print(f"[yellow]warning:[/] model {m!r} is not registered in {r.where}: the usage waits for "
+                      "its registration (up to wait_expiry_s, one epoch by default), then is dead-lettered")
 
 
 def _produce(events: list[dict], bootstrap: str | None, sign: Path | None = None) -> list[dict]:

@@ -123,7 +123,10 @@ def run_queries(sink, statements: list[str], params: dict[str, str], fmt: str | 
             data = sink.raw(stmt, None if own else (fmt or "TSV"), params or None)
         except Exception as exc:
             code = sink.error_code(exc)
-            hint = " (the store is read-only here: pass --write to change it)" if code == READONLY_CODE else ""
+            hint = ""
+            if code == READONLY_CODE:
+                hint = (" (the store is read-only here: pass --write to change it)" if not write else
+                        " (the server is read-only: a running worker serves this store; stop it to write)")
             err.print(f"[red]poa sql: query failed:[/] {first_line(exc)}{hint}")
             return 1
         out.write(data)

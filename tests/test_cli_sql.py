@@ -155,3 +155,12 @@ def test_a_store_held_by_another_process_or_unwritable_is_one_line(home, tmp_pat
     bad = poa("replay", str(events), "--store", str(not_a_dir), env=env)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr and "cannot open the store" in bad.stderr
     assert bad.stderr.strip().count("\n") == 0, bad.stderr
+
+
+def test_emit_usage_warns_about_an_unregistered_model(home):
+    _, env = home
+    known = poa("sql", "SELECT model_id FROM models ORDER BY model_id LIMIT 1", env=env).stdout.strip()
+    typo = poa("emit", "usage", "--model-id", known + "-typo", "--fee", "1", "--output", "x", "--dry-run", env=env)
+    assert typo.returncode == 0 and "is not registered" in typo.stderr and known + "-typo" in typo.stderr
+    fine = poa("emit", "usage", "--model-id", known, "--fee", "1", "--output", "x", "--dry-run", env=env)
+    assert fine.returncode == 0 and "not registered" not in fine.stderr

@@ -44,6 +44,8 @@ def test_reads_formats_and_parameters(ro, compress):
     with pytest.raises(DatabaseError, match="UNKNOWN_TABLE|Unknown table"):
         c.query("SELECT * FROM nope")
     assert c.command("SELECT 7") == 7  # errors leave the connection usable
+    df = c.query_df("SELECT id, s FROM t WHERE id < 3 ORDER BY id")  # pandas, as analysts use it
+    assert list(df.columns) == ["id", "s"] and df["id"].tolist() == [0, 1, 2]
     c.close()
 
 
