@@ -97,6 +97,7 @@ class Pipeline:
         self.app: faust.App | None = None
         self.outbox = None  # streams.outbox.TransactionalOutbox, opened by recover_output()
         self.sql_server = None  # sinks.ch_http.ChdbHttpServer: live read-only SQL (serve_sql)
+        self.loop_tick = time.monotonic()  # the event loop's last timer tick (liveness)
         self.on_fatal = os._exit  # how fatal() ends the process (tests may replace it)
         self.restored: dict = {}  # how the core was rebuilt at start (snapshot seq, tail, seconds)
         self.snapshots = (Snapshots.for_settings(settings) if settings.snapshot_every_events > 0
@@ -335,7 +336,9 @@ class Pipeline:
 
     async def release_idle(self) -> None:
         """Release everything buffered once no batch is in flight and none has arrived for
-        ``worker_idle_release_s`` (a source that stalls, or one that never delivers)."""
+        ``worker_idle_release_s`` (a source that stalls, or one that never delivers). Runs
+        every 0.5 s on the event loop: its tick is the liveness probe's heartbeat."""
+        self.loop_tick = time.monotonic()
         if not self._idle():
             return
         async with self.lock:
@@ -489,11 +492,36 @@ def build_app(settings: Settings, sink: Sink | None = None) -> tuple[faust.App, 
             await pipe.ensure_output()
 
     pipe.app = app
-    pipe.sql_server = serve_sql(settings)
+    pipe.sql_server = serve_sql(settings, probes(pipe))
     return app, pipe
 
 
-def serve_sql(settings: Settings):
+LIVENESS_STALL_S = 30.0
+
+
+def probes(pipe: "Pipeline") -> dict:
+    """``/health``: the event loop ticked in the last ``LIVENESS_STALL_S`` (a hung loop and an
+    idle one no longer look the same); ``/ready``: the core is restored and Kafka assigned
+    this worker its partitions (it consumes). Both report seq, processed and buffered."""
+    def common() -> dict:
+        st = pipe.core.stats
+        return {"seq": pipe.core.seq, "processed": st.processed, "buffered": len(pipe.core.buffer)}
+
+    def health():
+        age = time.monotonic() - pipe.loop_tick
+        return age < LIVENESS_STALL_S, {"loop_age_s": round(age, 3), **common()}
+
+    def ready():
+        try:
+            assigned = sorted(f"{tp.topic}/{tp.partition}" for tp in pipe.app.consumer.assignment())
+        except Exception:  # the consumer is not started yet
+            assigned = []
+        ok = bool(pipe.restored) and bool(assigned)
+        return ok, {"restored": pipe.restored, "assigned": assigned, **common()}
+    return {"/health": health, "/ready": ready}
+
+
+def serve_sql(settings: Settings, probes: dict | None = None):
     """Serve the embedded store read-only over ClickHouse's HTTP interface (sinks/ch_http.py)
     and write the endpoint file the CLI looks for; None for a server store or when off."""
     if settings.store_engine != "chdb" or not settings.sql_http_enabled:
@@ -504,7 +532,7 @@ def serve_sql(settings: Settings):
     from sinks.ch_http import ChdbHttpServer
     pw = settings.sql_http_password.get_secret_value() if settings.sql_http_password else None
     server = ChdbHttpServer(settings.store_path, settings.sql_http_host, settings.sql_http_port, readonly=True,
-                            user=settings.sql_http_user, password=pw).start()
+                            user=settings.sql_http_user, password=pw, probes=probes).start()
     endpoint = settings.sql_endpoint_file()
     tmp = endpoint.with_name(endpoint.name + ".tmp")
     tmp.write_text(_json.dumps({"url": server.url, "user": settings.sql_http_user, "password_required": bool(pw),

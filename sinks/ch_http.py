@@ -16,6 +16,8 @@ through; inserts with data are refused before reaching the engine (code 164, REA
 Credentials (``user``/``password``; HTTP basic auth, ``X-ClickHouse-User``/``-Key``
 headers or ``user``/``password`` URL params, as ClickHouse accepts them) are required when
 a password is set; a wrong one is answered 401 with code 516 (AUTHENTICATION_FAILED).
+``probes`` (path -> callable returning ``(ok, detail)``) answer GET without credentials, as
+JSON, 200 or 503: the worker's ``/health`` and ``/ready`` (processors/app.py).
 
 Served:
   * ``GET /`` and ``GET /ping`` -> ``Ok.``
@@ -137,8 +139,16 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         url = urlsplit(self.path)
         params = dict(parse_qsl(url.query, keep_blank_values=True))
+        owner: ChdbHttpServer = self.server.owner  # type: ignore[attr-defined]
         if "query" not in params and url.path in ("/", "/ping"):
             self._reply(200, b"Ok.\n", {"Content-Type": "text/html; charset=UTF-8"})
+        elif url.path in owner.probes:  # ops probes (no credentials): 200 when fine, else 503
+            try:
+                ok, detail = owner.probes[url.path]()
+            except Exception as exc:  # noqa: BLE001 - a probe that fails says so
+                ok, detail = False, {"error": f"{type(exc).__name__}: {exc}"}
+            self._reply(200 if ok else 503, (json.dumps({"ok": ok, **detail}) + "\n").encode(),
+                        {"Content-Type": "application/json; charset=UTF-8"})
         else:
             self._execute(params, b"")
 
@@ -212,8 +222,9 @@ class ChdbHttpServer:
     """ClickHouse HTTP protocol over chdb; see the module docstring for the served subset."""
 
     def __init__(self, data_path: str, host: str = "127.0.0.1", port: int = 0, readonly: bool = False,
-                 user: str | None = None, password: str | None = None):
+                 user: str | None = None, password: str | None = None, probes: dict | None = None):
         self.data_path = str(data_path)
+        self.probes = dict(probes or {})  # GET path -> () -> (ok, detail dict): /health, /ready
         self.timezone = "UTC"
         self.readonly = readonly
         self.user, self.password = user, password

@@ -149,6 +149,14 @@ def test_worker_with_embedded_store_then_poa_sql(topics_fresh, settings, tmp_pat
                     "SELECT * FROM file('/etc/hostname', 'LineAsString')"):
             with pytest.raises(DatabaseError, match="READONLY|readonly"):
                 client.command(bad)
+        # ops probes on the same endpoint, scraped during the run (no credentials needed)
+        import urllib.request
+        health = json.loads(urllib.request.urlopen(ep["url"] + "/health", timeout=10).read())
+        assert health["ok"] is True and health["loop_age_s"] < 30 and health["processed"] > 0
+        w.wait_until(lambda: json.loads(urllib.request.urlopen(ep["url"] + "/ready", timeout=10).read())["ok"],
+                     what="/ready")
+        ready = json.loads(urllib.request.urlopen(ep["url"] + "/ready", timeout=10).read())
+        assert ready["assigned"] and ready["restored"]
         where = subprocess.run([sys.executable, "-m", "poa.cli", "store"], capture_output=True, text=True,
                                env=sql_env, timeout=60)
         assert "served read-only by the running worker" in where.stdout

@@ -104,3 +104,20 @@ def test_queries_during_ingestion(ro):
         t.join(60)
     assert not errors, errors
     assert all(seen and seen == sorted(seen) and 1000 <= seen[0] and seen[-1] <= 3000 for seen in runs), runs
+
+
+def test_probes_answer_without_credentials(chdb_path):
+    import json
+    import urllib.error
+    import urllib.request
+    state = {"ok": False}
+    probes = {"/ready": lambda: (state["ok"], {"why": "test"}), "/boom": lambda: 1 / 0}
+    with ChdbHttpServer(chdb_path, readonly=True, user="reader", password="pw", probes=probes) as server:
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(server.url + "/ready")
+        assert e.value.code == 503 and json.loads(e.value.read()) == {"ok": False, "why": "test"}
+        state["ok"] = True
+        assert json.loads(urllib.request.urlopen(server.url + "/ready").read()) == {"ok": True, "why": "test"}
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(server.url + "/boom")
+        assert e.value.code == 503 and "ZeroDivisionError" in json.loads(e.value.read())["error"]
