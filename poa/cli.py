@@ -307,7 +307,8 @@ def verify(proof_file: Path = typer.Argument(..., help="a proof written by `poa 
     try:
         doc = json.loads(proof_file.read_text())
     except (OSError, ValueError) as exc:
-        result["problems"] = [f"cannot read {proof_file}: {str(exc).splitlines()[0]}"]
+        from poa.stores import first_line
+        result["problems"] = [f"cannot read {proof_file}: {first_line(exc)}"]
         finish(1, f"invalid: {result['problems'][0]}")
     if (shape := shape_problem(doc)) is not None:
         result["problems"] = [f"{proof_file} is not a proof: {shape}"]

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from poa import emit
+from poa.stores import first_line
 from streams import topics
 from streams.events import decode_event, encode_event
 from streams.producer import MAX_REQUEST_BYTES, key_of
@@ -78,11 +79,6 @@ def new_key(account: str) -> dict:
     return {"account": account, "secret_key": k.encode().hex(), "public_key": k.verify_key.encode().hex()}
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
-
-
 class _Base:
     def __init__(self, bootstrap: str | None, settings, timeout_s: float | None, key_file: Path | None):
         if settings is None:
@@ -125,14 +121,14 @@ class Client(_Base):
         try:
             self._p = KafkaProducer(bootstrap_servers=self.bootstrap, **opts)
         except Exception as exc:
-            raise ClientError(f"Kafka at {self.bootstrap} unreachable: {_first_line(exc)}") from None
+            raise ClientError(f"Kafka at {self.bootstrap} unreachable: {first_line(exc)}") from None
 
     def send(self, event: dict) -> Delivery:
         ev, topic, key, value = self._prepare(event)
         try:
             md = self._p.send(topic, key=key, value=value).get(timeout=self.timeout_s + 1)
         except Exception as exc:
-            raise DeliveryError(ev["event_id"], _first_line(exc)) from None
+            raise DeliveryError(ev["event_id"], first_line(exc)) from None
         return Delivery(ev["event_id"], ev["type"], md.topic, md.partition, md.offset, ev)
 
     def usage(self, **kw) -> Delivery:
@@ -182,7 +178,7 @@ class AsyncClient(_Base):
             await p.stop()
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            raise ClientError(f"Kafka at {self.bootstrap} unreachable: {_first_line(exc)}") from None
+            raise ClientError(f"Kafka at {self.bootstrap} unreachable: {first_line(exc)}") from None
         self._p = p
 
     async def send(self, event: dict) -> Delivery:
@@ -194,7 +190,7 @@ class AsyncClient(_Base):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise DeliveryError(ev["event_id"], _first_line(exc)) from None
+            raise DeliveryError(ev["event_id"], first_line(exc)) from None
         return Delivery(ev["event_id"], ev["type"], md.topic, md.partition, md.offset, ev)
 
     async def usage(self, **kw) -> Delivery:

@@ -166,12 +166,13 @@ def _send(producer, ev: dict) -> dict:
     acknowledgement (a :class:`poa.client.Client` waits by itself): a lost event raises
     :class:`poa.client.DeliveryError` here, never silently later."""
     from poa.client import DeliveryError
+    from poa.stores import first_line
     result = producer.send(ev)
     if hasattr(result, "get"):
         try:
             result.get(timeout=30)
         except Exception as exc:
-            raise DeliveryError(ev["event_id"], str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+            raise DeliveryError(ev["event_id"], first_line(exc)) from None
     return ev
 
 
