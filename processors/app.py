@@ -554,9 +554,13 @@ def stop_sql(settings: Settings, server) -> None:
 
 def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     """Run the worker until SIGTERM/SIGINT (the ``poa worker`` command)."""
+    import faulthandler
     import signal
 
     from poa.kafka_local import ensure_topics
+
+    faulthandler.enable(all_threads=True)  # a crash in native code (chdb) leaves the threads' stacks in the log
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # ops: `kill -USR2 <pid>` dumps every thread's stack
 
     def stop_during_startup(signum, frame):  # before faust installs its own handlers
         raise SystemExit(0)
@@ -571,7 +575,11 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     try:
         worker.execute_from_commandline()
-    finally:
-        stop_sql(settings, pipe.sql_server)
-        if pipe.sink.lease is not None:
-            pipe.sink.lease.release()
+    finally:  # close the engine before the interpreter exits: chdb torn down by exit handlers can crash
+        try:
+            stop_sql(settings, pipe.sql_server)
+            pipe.sink.close()
+        finally:
+            if pipe.sink.lease is not None:
+                pipe.sink.lease.release()
+        log.info("stopped: store closed")

@@ -59,6 +59,8 @@ class WorkerProcess:
             try:
                 self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGUSR2)  # the worker dumps its threads' stacks to its log
+                time.sleep(2)
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
