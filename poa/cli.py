@@ -16,6 +16,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 rewards_app = typer.Typer(no_args_is_help=True, help="Contributors' reward streams.")
 kafka_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker (KRaft, from Maven Central).")
 app.add_typer(kafka_app, name="kafka")
+topics_app = typer.Typer(no_args_is_help=True, help="The PoA topics on the configured cluster.")
+app.add_typer(topics_app, name="topics")
 app.add_typer(rewards_app, name="rewards")
 from poa.cli_tools import emit_app, grafana_app, keys_app, report as report_command  # noqa: E402
 
@@ -123,8 +125,41 @@ def kafka_start() -> None:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1)
     console.print(str(st))
+    k = LocalKafka(s)
+    if k.secure:
+        info = k.security()
+        console.print("secure listeners: " + ", ".join(f"{p} {a}" for p, a in info["listeners"].items())
+                      + f"; user {info['username']}, CA file and password in {k.security_file}")
     if created:
         console.print(f"created topics: {', '.join(created)}")
+
+
+def _kafka(s: Settings):
+    """The one Kafka connection (streams/connection.py), or one line and exit code 1."""
+    from streams.connection import KafkaConfigError
+    try:
+        return s.kafka()
+    except KafkaConfigError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1)
+
+
+@topics_app.command("create")
+def topics_create(partitions: int = typer.Option(None, help="partitions per topic (default: POA_TOPIC_PARTITIONS)"),
+                  replication_factor: int = typer.Option(None, help="default: POA_TOPIC_REPLICATION_FACTOR")) -> None:
+    """Create the missing PoA topics (explicit partitions, replication, configs) with the
+    configured credentials; run it before any producer so none auto-creates a topic."""
+    from poa.stores import first_line
+    from streams.admin import create_topics
+    s = _settings()
+    conn = _kafka(s)
+    try:
+        created = create_topics(conn, partitions or s.topic_partitions,
+                                replication_factor or s.topic_replication_factor)
+    except Exception as exc:
+        err.print(f"[red]error:[/] cannot create topics on {conn.describe()}: {first_line(exc)}")
+        raise typer.Exit(1)
+    console.print(f"created topics: {', '.join(created)}" if created else "all PoA topics exist")
 
 
 @kafka_app.command("stop")
@@ -154,8 +189,7 @@ def rewards_tail(account: str = typer.Option(..., "--account", help="the account
     s = _settings()
     total = 0
     try:
-        for c in tail_rewards(s.bootstrap, account, from_beginning=from_beginning, follow=follow,
-                              **s.kafka_python_options()):
+        for c in tail_rewards(_kafka(s), account, from_beginning=from_beginning, follow=follow):
             total += c["amount"]
             if as_json:
                 sys.stdout.write(json.dumps(c, sort_keys=True) + "\n")
@@ -171,10 +205,13 @@ def rewards_tail(account: str = typer.Option(..., "--account", help="the account
 
 
 @app.command()
-def worker(loglevel: str = typer.Option("warning", help="faust log level")) -> None:
+def worker(loglevel: str = typer.Option(None, help="log level (default POA_LOG_LEVEL, info); libraries "
+                                                   "log at warning unless debug"),
+           log_format: str = typer.Option(None, help="text or json (default POA_LOG_FORMAT, text)")) -> None:
     """Run the Faust worker (production path) until SIGTERM/SIGINT."""
     from processors.app import run_worker
-    run_worker(_settings(), loglevel=loglevel)
+    s = _settings()
+    run_worker(s, loglevel=loglevel or s.log_level, log_format=log_format or s.log_format)
 
 
 @app.command()
@@ -380,7 +417,7 @@ def loadgen(seed: int = typer.Option(7, help="scenario seed"),
     records = [(t, line.encode("utf-8")) for t, line in generate(seed=seed, scale=scale).records]
     with Progress(console=console) as prog:
         task = prog.add_task(f"producing to {s.bootstrap}", total=len(records))
-        produce_records(s.bootstrap, records, lambda n: prog.update(task, completed=n))
+        produce_records(_kafka(s), records, lambda n: prog.update(task, completed=n))
     console.print(f"produced {len(records):,} messages (seed {seed})")
 
 

@@ -89,6 +89,15 @@ class _Base:
         self.timeout_s = float(timeout_s if timeout_s is not None else settings.client_timeout_s)
         self.signer = load_key(key_file) if key_file is not None else None
 
+    def _conn_options(self, async_: bool) -> dict:
+        """bootstrap_servers and the security options of the one Kafka configuration."""
+        from streams.connection import KafkaConfigError
+        try:
+            conn = self.settings.kafka(self.bootstrap)
+        except KafkaConfigError as exc:
+            raise ClientError(str(exc)) from None
+        return conn.aiokafka() if async_ else conn.kafka_python()
+
     def _prepare(self, event: dict) -> tuple[dict, str, bytes, bytes]:
         """Validate (and sign) ``event``: (canonical dict, topic, key, value)."""
         ev_obj = decode_event(json.dumps(event))
@@ -116,10 +125,10 @@ class Client(_Base):
         ms = int(self.timeout_s * 1000)
         opts = dict(acks="all", enable_idempotence=True, linger_ms=5, max_request_size=MAX_REQUEST_BYTES,
                     bootstrap_timeout_ms=ms, max_block_ms=ms, request_timeout_ms=ms,
-                    delivery_timeout_ms=ms + 10, **self.settings.kafka_python_options())
+                    delivery_timeout_ms=ms + 10, **self._conn_options(async_=False))
         opts.update(kafka_options)
         try:
-            self._p = KafkaProducer(bootstrap_servers=self.bootstrap, **opts)
+            self._p = KafkaProducer(**opts)
         except Exception as exc:
             raise ClientError(f"Kafka at {self.bootstrap} unreachable: {first_line(exc)}") from None
 
@@ -169,9 +178,9 @@ class AsyncClient(_Base):
         from aiokafka import AIOKafkaProducer
         ms = int(self.timeout_s * 1000)
         opts = dict(acks="all", enable_idempotence=True, linger_ms=5, max_request_size=MAX_REQUEST_BYTES,
-                    request_timeout_ms=ms, **self.settings.kafka_python_options())
+                    request_timeout_ms=ms, **self._conn_options(async_=True))
         opts.update(self._options)
-        p = AIOKafkaProducer(bootstrap_servers=self.bootstrap, **opts)
+        p = AIOKafkaProducer(**opts)
         try:
             await asyncio.wait_for(p.start(), self.timeout_s)
         except BaseException as exc:

@@ -78,10 +78,10 @@ def _report(sink, store: Path, console: Console) -> None:
     console.print(f"report: {write_report(sink, store.parent / 'report.html')}  (open it in a browser)")
 
 
-def _group_progress(bootstrap: str, group: str) -> tuple[int, int]:
+def _group_progress(conn, group: str) -> tuple[int, int]:
     """(messages consumed and committed, messages in all) over the input topics."""
     from streams.admin import group_progress
-    parts = group_progress(bootstrap, group)
+    parts = group_progress(conn, group)
     return sum(p.position - p.begin for p in parts), sum(p.end - p.begin for p in parts)
 
 
@@ -153,14 +153,14 @@ def _run_streaming(settings: Settings, records, store: Path, home: Path, console
         cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*cols, console=console) as prog:
             t_prod = prog.add_task("producing", total=len(records))
-            produce_records(settings.bootstrap, records, lambda n: prog.update(t_prod, completed=n))
-            _, end = _group_progress(settings.bootstrap, group)
+            produce_records(settings.kafka(), records, lambda n: prog.update(t_prod, completed=n))
+            _, end = _group_progress(settings.kafka(), group)
             t_proc = prog.add_task("processed by the worker", total=end)
             deadline = time.monotonic() + 900
             while time.monotonic() < deadline:
                 if proc.poll() is not None:
                     raise RuntimeError(f"the worker exited with code {proc.returncode}; see {log_path}")
-                done, end = _group_progress(settings.bootstrap, group)
+                done, end = _group_progress(settings.kafka(), group)
                 prog.update(t_proc, completed=done, total=end)
                 if done >= end and _worker_status(status_file).get("buffered", 1) == 0:
                     break

@@ -195,4 +195,4 @@ def emit_model(producer, **kw) -> dict:
 def open_producer(settings, bootstrap: str | None = None):
     """An :class:`streams.producer.EventProducer` on the configured cluster."""
     from streams.producer import EventProducer
-    return EventProducer(bootstrap or settings.bootstrap, **settings.kafka_python_options())
+    return EventProducer(settings.kafka(bootstrap))

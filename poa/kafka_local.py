@@ -6,11 +6,21 @@ once (``mvn dependency:copy-dependencies``), formats KRaft storage once, starts
 ``kafka.Kafka`` detached with its output in ``<data dir>/broker.log``, and waits until
 the broker answers a metadata request. It is idempotent: a running broker is reused.
 ``stop()`` sends SIGTERM (a clean controlled shutdown), then SIGKILL after a timeout.
+
+``POA_KAFKA_LOCAL_SECURITY=all`` adds three listeners beside the loopback PLAINTEXT one (which
+stays for the broker's own traffic): SSL on port+2, SASL_PLAINTEXT on port+3 and SASL_SSL
+on port+4, SASL with PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for one user ``poa``. The first
+start generates a CA and a broker certificate (SAN localhost, 127.0.0.1) with the JDK's
+keytool and a random password, and writes what a client needs into
+``<data dir>/security.json`` (mode 0600): the listeners, the user, the password and the CA
+file. It is for development and tests; a production cluster brings its own certificates.
 """
 from __future__ import annotations
 
 import base64
+import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -98,8 +108,101 @@ class LocalKafka:
         text = (DEPLOY / "server.properties.template").read_text().format(
             port=self.s.kafka_local_port, controller_port=self.s.kafka_local_controller_port,
             log_dir=self.dir / "data", partitions=self.s.topic_partitions)
+        if self.secure:
+            text = self._secure_config(text)
+        conf.touch(mode=0o600)
         conf.write_text(text)
         return conf
+
+    # ---------------------------------------------------------------- security (POA_KAFKA_LOCAL_SECURITY=all)
+    @property
+    def secure(self) -> bool:
+        mode = self.s.kafka_local_security.lower()
+        if mode not in ("plaintext", "all"):
+            raise KafkaSetupError(f"POA_KAFKA_LOCAL_SECURITY={mode!r}: expected plaintext or all")
+        return mode == "all"
+
+    @property
+    def security_file(self) -> Path:
+        return self.dir / "security.json"
+
+    def secure_ports(self) -> dict[str, int]:
+        p = self.s.kafka_local_port
+        return {"SSL": p + 2, "SASL_PLAINTEXT": p + 3, "SASL_SSL": p + 4}
+
+    def security(self) -> dict:
+        """What a client needs for the secure listeners (``security.json``)."""
+        try:
+            return json.loads(self.security_file.read_text())
+        except (OSError, ValueError):
+            raise KafkaSetupError(f"no {self.security_file}: start the broker with POA_KAFKA_LOCAL_SECURITY=all") from None
+
+    def _keytool(self, *args: str) -> None:
+        if shutil.which("keytool") is None:
+            raise KafkaSetupError("keytool not found: the secure local broker needs a JDK (openjdk-17-jdk-headless)")
+        r = subprocess.run(["keytool", *args], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise KafkaSetupError(f"keytool {args[0]} failed: {(r.stderr or r.stdout).strip()[-500:]}")
+
+    def _ensure_tls(self) -> dict:
+        """A CA and a broker key pair signed by it (once); security.json describes them."""
+        if self.security_file.exists():
+            return self.security()
+        tls = self.dir / "tls"
+        shutil.rmtree(tls, ignore_errors=True)
+        tls.mkdir(parents=True, mode=0o700)
+        pw = secrets.token_urlsafe(18)
+        ca_ks, ks = str(tls / "ca.p12"), str(tls / "broker.p12")
+        common = ["-storetype", "PKCS12", "-storepass", pw, "-keypass", pw]
+        self._keytool("-genkeypair", "-alias", "ca", "-keyalg", "RSA", "-keysize", "2048", "-validity", "3650",
+                      "-dname", "CN=poa-local-ca", "-ext", "bc:c=ca:true", "-ext", "ku:c=keyCertSign,cRLSign",
+                      "-keystore", ca_ks, *common)
+        self._keytool("-exportcert", "-rfc", "-alias", "ca", "-keystore", ca_ks, "-storepass", pw,
+                      "-file", str(tls / "ca.pem"))
+        self._keytool("-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048", "-validity", "3650",
+                      "-dname", "CN=localhost", "-keystore", ks, *common)
+        self._keytool("-certreq", "-alias", "broker", "-keystore", ks, "-storepass", pw, "-file", str(tls / "broker.csr"))
+        self._keytool("-gencert", "-alias", "ca", "-keystore", ca_ks, "-storepass", pw, "-infile", str(tls / "broker.csr"),
+                      "-outfile", str(tls / "broker.pem"), "-rfc", "-validity", "3650",
+                      "-ext", "san=dns:localhost,ip:127.0.0.1", "-ext", "ku:c=digitalSignature,keyEncipherment",
+                      "-ext", "eku=serverAuth")
+        self._keytool("-importcert", "-noprompt", "-alias", "ca", "-file", str(tls / "ca.pem"), "-keystore", ks,
+                      "-storepass", pw, "-storetype", "PKCS12")
+        self._keytool("-importcert", "-noprompt", "-alias", "broker", "-file", str(tls / "broker.pem"), "-keystore", ks,
+                      "-storepass", pw, "-storetype", "PKCS12")
+        info = {"listeners": {k: f"127.0.0.1:{v}" for k, v in self.secure_ports().items()},
+                "username": "poa", "password": secrets.token_urlsafe(18),
+                "mechanisms": ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"],
+                "ssl_cafile": str(tls / "ca.pem"), "keystore": ks, "keystore_password": pw}
+        self.security_file.touch(mode=0o600)
+        self.security_file.write_text(json.dumps(info, indent=2))
+        return info
+
+    def _secure_config(self, text: str) -> str:
+        info = self._ensure_tls()
+        ports = self.secure_ports()
+        lines = [ln for ln in text.splitlines()
+                 if not ln.startswith(("listeners=", "advertised.listeners=", "listener.security.protocol.map="))]
+        plain = f"PLAINTEXT://127.0.0.1:{self.s.kafka_local_port}"
+        extra = ",".join(f"{k}://127.0.0.1:{v}" for k, v in ports.items())
+        user = f'user_{info["username"]}="{info["password"]}";'
+        lines += [
+            f"listeners={plain},CONTROLLER://127.0.0.1:{self.s.kafka_local_controller_port},{extra}",
+            f"advertised.listeners={plain},{extra}",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SSL:SSL,"
+            "SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
+            "ssl.keystore.type=PKCS12", f"ssl.keystore.location={info['keystore']}",
+            f"ssl.keystore.password={info['keystore_password']}", f"ssl.key.password={info['keystore_password']}",
+            "ssl.client.auth=none",
+            "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+        ]
+        for listener in ("sasl_plaintext", "sasl_ssl"):
+            lines.append(f"listener.name.{listener}.plain.sasl.jaas.config="
+                         f"org.apache.kafka.common.security.plain.PlainLoginModule required {user}")
+            for mech in ("scram-sha-256", "scram-sha-512"):
+                lines.append(f"listener.name.{listener}.{mech}.sasl.jaas.config="
+                             "org.apache.kafka.common.security.scram.ScramLoginModule required;")
+        return "\n".join(lines) + "\n"
 
     def _java(self, *args: str, heap: str | None = None) -> list[str]:
         cmd = ["java"]
@@ -110,16 +213,27 @@ class LocalKafka:
                       "-cp", str(self.libs / "*"), *args]
 
     def _format(self, conf: Path) -> None:
+        marker = self.dir / "data" / ".poa-security"
         if (self.dir / "data" / "meta.properties").exists():
+            if self.secure and not marker.exists():
+                raise KafkaSetupError(f"the broker's storage in {self.dir / 'data'} was formatted without SASL "
+                                      "users; delete that folder (its topics go) or use another POA_KAFKA_DATA_DIR")
             return
         cluster_id = "-"
         while cluster_id.startswith("-"):  # as Kafka's Uuid.randomUuid(): "-..." reads as an option
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        scram: list[str] = []
+        if self.secure:  # SCRAM users live in the cluster metadata: written when storage is formatted
+            info = self.security()
+            for mech in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+                scram += ["--add-scram", f"{mech}=[name={info['username']},password={info['password']}]"]
         r = subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", cluster_id,
-                                      "-c", str(conf), "-g", heap="256m"),
+                                      "-c", str(conf), "-g", *scram, heap="256m"),
                            capture_output=True, text=True)
         if r.returncode != 0:
             raise KafkaSetupError(f"formatting KRaft storage failed:\n{r.stdout}{r.stderr}")
+        if self.secure:
+            marker.write_text("SCRAM users formatted in\n")
 
     # ---------------------------------------------------------------- lifecycle
     def pid(self) -> int | None:
@@ -138,8 +252,12 @@ class LocalKafka:
         if self.pid() is not None:
             self.wait_ready(timeout_s)
             return self.status()
-        for port, var in ((self.s.kafka_local_port, "POA_KAFKA_LOCAL_PORT"),
-                          (self.s.kafka_local_controller_port, "POA_KAFKA_LOCAL_CONTROLLER_PORT")):
+        ports = [(self.s.kafka_local_port, "POA_KAFKA_LOCAL_PORT"),
+                 (self.s.kafka_local_controller_port, "POA_KAFKA_LOCAL_CONTROLLER_PORT")]
+        if self.secure:
+            ports += [(p, f"POA_KAFKA_LOCAL_PORT (the {k} listener is on port+{p - self.s.kafka_local_port})")
+                      for k, p in self.secure_ports().items()]
+        for port, var in ports:
             if _port_open(port):
                 raise KafkaSetupError(f"port {port} is taken by another process; set {var} "
                                       "(or POA_KAFKA_BOOTSTRAP to use a running broker)")
@@ -197,35 +315,10 @@ class LocalKafka:
         return True
 
 
-def topic_config(name: str) -> dict[str, str]:
-    """Input topics stamp records with the broker's clock (LogAppendTime): the worker bounds
-    an event's time by its record's timestamp, which a producer then cannot forge."""
-    from streams import topics
-    cfg = {"max.message.bytes": str(4 << 20)}
-    if name in topics.INPUT_TOPICS:
-        cfg["message.timestamp.type"] = "LogAppendTime"
-    return cfg
-
-
-def ensure_topics(bootstrap: str, partitions: int, topic_names=ALL_TOPICS, **client_kwargs) -> list[str]:
-    """Create the PoA topics with explicit partition counts; returns those newly created."""
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs)
-    try:
-        existing = set(admin.list_topics())
-        new = [NewTopic(t, partitions_for(t, partitions), 1, topic_configs=topic_config(t))
-               for t in topic_names if t not in existing]
-        if new:
-            try:
-                admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass
-        return [t.name for t in new]
-    finally:
-        admin.close()
+def ensure_topics(bootstrap: str, partitions: int) -> list[str]:
+    """The PoA topics on this tool's own broker (PLAINTEXT, replication 1): streams.admin."""
+    from streams.admin import create_topics
+    return create_topics(bootstrap, partitions)
 
 
 def reset_topics(bootstrap: str, partitions: int, timeout_s: float = 60.0) -> None:

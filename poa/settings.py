@@ -38,12 +38,24 @@ class Settings(BaseSettings):
     kafka_data_dir: Path | None = None  # default: <home>/kafka
     kafka_heap: str = "512m"
     client_timeout_s: float = 5.0  # poa.client: connect and per-send acknowledgement deadline
-    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SASL_PLAINTEXT | SASL_SSL | SSL
-    kafka_sasl_mechanism: str | None = None
+    # security, one configuration for every client (streams/connection.py)
+    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    kafka_sasl_mechanism: str | None = None  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 (SASL_*: default PLAIN)
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None  # PEM CA bundle for the brokers' certificates (None: system CAs)
+    kafka_ssl_certfile: Path | None = None  # client certificate, for brokers that require TLS client auth
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_check_hostname: bool = True
+    kafka_local_security: str = "plaintext"  # `poa kafka start`: plaintext | all (adds SSL and SASL listeners)
     topic_partitions: int = 3
+    topic_replication_factor: int = 1  # `poa topics create` and the worker's start (1 suits one broker)
     worker_id: str = "poa-worker"
+    metrics_host: str = "127.0.0.1"  # the worker's /metrics, /health, /ready (processors/metrics.py)
+    metrics_port: int = 9464  # 0: a free port (written to the status file as ops_url); -1: off
+    log_level: str = "info"  # poa worker: our loggers' level; libraries stay at warning unless debug
+    log_format: str = "text"  # text | json (one object per line)
     worker_batch_max: int = 1000
     worker_batch_within_s: float = 0.5
     worker_idle_release_s: float = 120.0  # liveness valve: release all after this long idle
@@ -138,18 +150,17 @@ class Settings(BaseSettings):
             data.update(extra)
         return Policy(**data)
 
-    def kafka_python_options(self) -> dict:
-        """Security options for kafka-python and aiokafka clients (the outbox, `poa emit`,
-        the rewards tail); SASL credentials come from settings, never from code."""
-        opts: dict = {}
-        if self.kafka_security_protocol != "PLAINTEXT":
-            opts["security_protocol"] = self.kafka_security_protocol
-        if self.kafka_sasl_mechanism:
-            opts.update(sasl_mechanism=self.kafka_sasl_mechanism,
-                        sasl_plain_username=self.kafka_sasl_username or "",
-                        sasl_plain_password=self.kafka_sasl_password.get_secret_value()
-                        if self.kafka_sasl_password else "")
-        return opts
+    def kafka(self, bootstrap: str | None = None):
+        """The Kafka connection every client uses (streams.connection.KafkaConnection);
+        raises KafkaConfigError, naming the setting, when the security settings disagree."""
+        from streams.connection import KafkaConnection
+        secret = lambda v: v.get_secret_value() if v is not None else None  # noqa: E731
+        return KafkaConnection(
+            bootstrap=bootstrap or self.bootstrap, security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism, sasl_username=self.kafka_sasl_username,
+            sasl_password=secret(self.kafka_sasl_password), ssl_cafile=self.kafka_ssl_cafile,
+            ssl_certfile=self.kafka_ssl_certfile, ssl_keyfile=self.kafka_ssl_keyfile,
+            ssl_key_password=secret(self.kafka_ssl_key_password), ssl_check_hostname=self.kafka_ssl_check_hostname)
 
     @property
     def kafka_dir(self) -> Path:

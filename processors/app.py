@@ -48,6 +48,7 @@ from faust.types import TP
 from poa.settings import Settings
 from processors import failpoints
 from processors.core import Core, Result
+from processors.metrics import WorkerMetrics
 from processors.replay import restore
 from processors.snapshots import Snapshots
 from sinks import open_sink
@@ -62,20 +63,10 @@ from streams import topics
 log = logging.getLogger("poa.worker")
 
 
-def kafka_client_options(s: Settings) -> dict:
-    opts: dict = {"broker_credentials": None}
-    if s.kafka_security_protocol != "PLAINTEXT" and s.kafka_sasl_mechanism:
-        opts["broker_credentials"] = faust.SASLCredentials(
-            username=s.kafka_sasl_username or "",
-            password=s.kafka_sasl_password.get_secret_value() if s.kafka_sasl_password else "",
-            mechanism=s.kafka_sasl_mechanism)
-    return opts
-
-
 def pending_sources(s: Settings) -> set[tuple[str, int]]:
     """Input partitions holding messages this worker's group has not committed yet."""
     from streams.admin import group_progress
-    return {(p.topic, p.partition) for p in group_progress(s.bootstrap, s.worker_id) if p.lag > 0}
+    return {(p.topic, p.partition) for p in group_progress(s.kafka(), s.worker_id) if p.lag > 0}
 
 
 class Pipeline:
@@ -97,6 +88,10 @@ class Pipeline:
         self.app: faust.App | None = None
         self.outbox = None  # streams.outbox.TransactionalOutbox, opened by recover_output()
         self.sql_server = None  # sinks.ch_http.ChdbHttpServer: live read-only SQL (serve_sql)
+        self.ops_server = None  # processors.metrics.OpsServer: /metrics, /health, /ready (serve_ops)
+        self.metrics = WorkerMetrics()  # Prometheus counters, histograms and scrape-time gauges
+        self.last_snapshot_unix: float | None = None
+        self._published_seq = 0  # output published up to this seq (set by output recovery)
         self.loop_tick = time.monotonic()  # the event loop's last timer tick (liveness)
         self.on_fatal = os._exit  # how fatal() ends the process (tests may replace it)
         self.restored: dict = {}  # how the core was rebuilt at start (snapshot seq, tail, seconds)
@@ -148,13 +143,12 @@ class Pipeline:
         app = self.app
         stopping = (lambda: app.should_stop) if app is not None else None
         tid = f"poa-out.{self.s.worker_id}.{self.s.worker_instance_id or 'dynamic'}"
-        outbox = TransactionalOutbox(self.s.bootstrap, tid,
-                                     max_messages=self.s.outbox_max_messages,
-                                     **self.s.kafka_python_options())
+        conn = self.s.kafka()
+        outbox = TransactionalOutbox(conn, tid, max_messages=self.s.outbox_max_messages)
         try:
             await until_stopped(outbox.start(), stopping)
-            mark = await until_stopped(asyncio.to_thread(published_mark, self.s.bootstrap, topics.OUTPUT_TOPICS,
-                                                         timeout_s=60.0, **self.s.kafka_python_options()),
+            mark = await until_stopped(asyncio.to_thread(published_mark, conn, topics.OUTPUT_TOPICS,
+                                                         timeout_s=60.0),
                                        stopping)
             rec = await publish_stored(self.sink, outbox, mark, upto_seq=self.core.seq, should_stop=stopping)
         except BaseException:
@@ -216,6 +210,7 @@ class Pipeline:
                 return
             except SinkError as exc:
                 attempt += 1
+                self.metrics.store_retries.inc()
                 delay = min(30.0, exc.retry_after_s * attempt)
                 log.warning("sink write failed (attempt %d), retrying in %.1fs: %s", attempt, delay, exc)
                 await asyncio.sleep(delay)
@@ -229,6 +224,7 @@ class Pipeline:
         whole log, still restores the same state."""
         try:
             info = await asyncio.to_thread(self.snapshots.write, self.core)
+            self.last_snapshot_unix = time.time()
             log.info("snapshot %s: %.1f MiB in %.2fs", info.path.name, info.nbytes / 2**20, info.seconds)
         except Exception as exc:
             log.warning("snapshot failed (the previous one stays in use): %s: %s", type(exc).__name__, exc)
@@ -310,11 +306,12 @@ class Pipeline:
             res.extend(self.core.release(wm))
         res.rows["pipeline_metrics"] = [self._metrics(topic, len(events), res, last_offset, t0)]
         await self._commit(res)
+        self.metrics.batch_seconds.observe(time.monotonic() - t0)
 
     def _metrics(self, topic: str, n: int, res: Result, last_offset: dict[int, int], t0: float) -> dict:
         """One row of pipeline health per batch (wall-clock time; not part of the ledger)."""
         now_ms = time.time() * 1000.0
-        lat = sorted(now_ms - self.arrived_ms.pop(r["event_id"]) for r in res.rows.get("events", [])
+        lat = sorted(now_ms - self.arrived_ms[r["event_id"]] for r in res.rows.get("events", [])
                      if r["event_id"] in self.arrived_ms)
         lag = 0
         for p, off in last_offset.items():
@@ -323,6 +320,7 @@ class Pipeline:
             except Exception:
                 hw = None
             lag += max(0, (hw or 0) - off - 1)
+        self.metrics.messages.labels(topic).inc(n)
         pick = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]) if lat else (lambda q: 0.0)
         return {"ts": datetime.now(timezone.utc), "worker": self.s.worker_id, "topic": topic,
                 "messages": n, "deadlettered": len(res.rows.get("deadletter", [])),
@@ -353,6 +351,9 @@ class Pipeline:
         res.rows["inbox"] = self.core.inbox_rows()
         failpoints.corrupt(res.rows)  # tests only (processors/failpoints.py)
         await self.write(res)
+        now_ms = time.time() * 1000.0  # written: counted, and each event's record-to-ledger time
+        self.metrics.observe_rows(res.rows, [now_ms - self.arrived_ms.pop(r["event_id"])
+                                             for r in res.rows.get("events", ()) if r["event_id"] in self.arrived_ms])
         if res.rows.get("events"):  # stored: a rebuild after a handler error reads them back
             self.core.written(max(r["seq"] for r in res.rows["events"]))
         if await self.publish(res.messages, res.rows) and res.messages:
@@ -392,12 +393,22 @@ class Pipeline:
                 items = await asyncio.to_thread(load_window, self.sink, self._published_seq + 1, self.core.seq)
             await self.outbox.publish(items)
             self._published_seq = self.core.seq
+            self.metrics.outbox_messages.inc(len(items))
             return True
         except Exception as exc:
+            self.metrics.outbox_failures.inc()
             log.warning("publishing %d output messages failed: %s", len(messages), exc)
         await self._drop_outbox()
         await self.ensure_output()
         return self.outbox is not None
+
+    def readiness(self) -> tuple[bool, dict]:
+        """Ready: the core is restored and Kafka assigned this worker its partitions."""
+        try:
+            assigned = sorted(f"{tp.topic}/{tp.partition}" for tp in self.app.consumer.assignment())
+        except Exception:  # the consumer is not started yet
+            assigned = []
+        return bool(self.restored) and bool(assigned), {"restored": self.restored, "assigned": assigned}
 
     def write_status(self, fatal: str | None = None) -> None:
         """A small JSON status file (``POA_WORKER_STATUS_FILE``) for ops and the demo."""
@@ -407,6 +418,7 @@ class Pipeline:
                   "redelivered": st.redelivered, "late": st.late, "batches": self.batches,
                   "first_message_unix_s": self.first_message_unix_s, "warmup_s": self.warmup_s,
                   "restored": self.restored, "snapshot_seq": self.snapshots.last_seq if self.snapshots else 0,
+                  "ops_url": self.ops_server.url if self.ops_server is not None else None,
                   "updated_unix_s": time.time()}
         if fatal:
             status["fatal"] = fatal
@@ -428,18 +440,22 @@ def build_app(settings: Settings, sink: Sink | None = None) -> tuple[faust.App, 
     n = pipe.restore()
     pipe.restored = {"snapshot_seq": pipe.snapshots.last_seq if pipe.snapshots else 0,
                      "replayed_events": n, "seconds": round(time.monotonic() - t0, 3)}
-    log.warning("core rebuilt in %.1fs: snapshot at seq %d + %d logged events (+%d buffered)",
+    log.info("core rebuilt in %.1fs: snapshot at seq %d + %d logged events (+%d buffered)",
                 pipe.restored["seconds"], pipe.restored["snapshot_seq"], n, len(pipe.core.buffer))
     pipe.write_status()
+    conn = settings.kafka()
     app = faust.App(
         settings.worker_id,
-        broker=f"kafka://{settings.bootstrap}",
+        broker=conn.faust_broker(),
+        broker_credentials=conn.faust_credentials(),
+        datadir=str(settings.home.resolve() / "worker-data"),  # not the current directory
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",
         web_enabled=False,
         topic_partitions=settings.topic_partitions,
         topic_allow_declare=True,
+        topic_replication_factor=settings.topic_replication_factor,
         consumer_auto_offset_reset="earliest",
         producer_max_request_size=4 << 20,
         consumer_max_fetch_size=8 << 20,
@@ -447,7 +463,6 @@ def build_app(settings: Settings, sink: Sink | None = None) -> tuple[faust.App, 
         broker_commit_interval=1.0,
         broker_session_timeout=settings.worker_session_timeout_s,
         consumer_group_instance_id=settings.worker_instance_id or None,
-        **kafka_client_options(settings),
     )
     for name in topics.OUTPUT_TOPICS:
         pipe.out[name] = app.topic(name, value_serializer="raw", key_serializer="raw",
@@ -467,6 +482,33 @@ def build_app(settings: Settings, sink: Sink | None = None) -> tuple[faust.App, 
 
     for name in topics.INPUT_TOPICS:
         make_agent(name)
+
+    def _tps(tps) -> str:
+        return ", ".join(sorted(f"{tp.topic}/{tp.partition}" for tp in tps)) or "none"
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender, assigned=frozenset(), **_kw) -> None:
+        log.info("assigned %d partitions: %s", len(assigned), _tps(assigned))
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender, revoked=frozenset(), **_kw) -> None:
+        if revoked:
+            log.info("revoked %d partitions: %s", len(revoked), _tps(revoked))
+
+    @app.on_before_shutdown.connect
+    async def close_output(sender, **_kw) -> None:
+        """Stop the transactional producer cleanly (no "Unclosed AIOKafkaProducer" at exit)."""
+        log.info("stopping: seq %d, %d events processed", pipe.core.seq, pipe.core.stats.processed)
+        try:
+            await asyncio.wait_for(pipe.lock.acquire(), 15.0)
+        except asyncio.TimeoutError:
+            log.warning("stopping while a batch is still being written; the next start finishes it")
+            await pipe._drop_outbox()
+            return
+        try:
+            await pipe._drop_outbox()
+        finally:
+            pipe.lock.release()
 
     @app.timer(interval=0.5)
     async def idle_release() -> None:
@@ -492,7 +534,10 @@ def build_app(settings: Settings, sink: Sink | None = None) -> tuple[faust.App, 
             await pipe.ensure_output()
 
     pipe.app = app
+    from streams.admin import group_progress
+    pipe.metrics.attach(pipe, lag_source=lambda: group_progress(conn, settings.worker_id))
     pipe.sql_server = serve_sql(settings, probes(pipe))
+    pipe.ops_server = serve_ops(settings, pipe)
     return app, pipe
 
 
@@ -512,12 +557,8 @@ def probes(pipe: "Pipeline") -> dict:
         return age < LIVENESS_STALL_S, {"loop_age_s": round(age, 3), **common()}
 
     def ready():
-        try:
-            assigned = sorted(f"{tp.topic}/{tp.partition}" for tp in pipe.app.consumer.assignment())
-        except Exception:  # the consumer is not started yet
-            assigned = []
-        ok = bool(pipe.restored) and bool(assigned)
-        return ok, {"restored": pipe.restored, "assigned": assigned, **common()}
+        ok, detail = pipe.readiness()
+        return ok, {**detail, **common()}
     return {"/health": health, "/ready": ready}
 
 
@@ -538,8 +579,24 @@ def serve_sql(settings: Settings, probes: dict | None = None):
     tmp.write_text(_json.dumps({"url": server.url, "user": settings.sql_http_user, "password_required": bool(pw),
                                 "database": settings.clickhouse_database, "pid": _os.getpid()}))
     tmp.replace(endpoint)
-    log.warning("read-only SQL on the store at %s (database %s; endpoint file %s)", server.url,
+    log.info("read-only SQL on the store at %s (database %s; endpoint file %s)", server.url,
                 settings.clickhouse_database, endpoint)
+    return server
+
+
+def serve_ops(settings: Settings, pipe: "Pipeline"):
+    """/metrics, /health and /ready (processors/metrics.py) on POA_METRICS_HOST:PORT; None
+    when off (port -1) or when the port is taken (a warning: the worker runs on)."""
+    if settings.metrics_port < 0:
+        return None
+    from processors.metrics import OpsServer
+    try:
+        server = OpsServer(pipe.metrics, probes(pipe), settings.metrics_host, settings.metrics_port).start()
+    except OSError as exc:
+        log.warning("no metrics endpoint: %s:%d: %s (set POA_METRICS_PORT)", settings.metrics_host,
+                    settings.metrics_port, exc)
+        return None
+    log.info("metrics and probes at %s/metrics, /health, /ready", server.url)
     return server
 
 
@@ -552,13 +609,21 @@ def stop_sql(settings: Settings, server) -> None:
         settings.sql_endpoint_file().unlink(missing_ok=True)
 
 
-def run_worker(settings: Settings, loglevel: str = "warning") -> None:
+def run_worker(settings: Settings, loglevel: str = "info", log_format: str = "text") -> None:
     """Run the worker until SIGTERM/SIGINT (the ``poa worker`` command)."""
     import faulthandler
     import signal
 
-    from poa.kafka_local import ensure_topics
+    from streams.admin import create_topics
+    from streams.connection import KafkaConfigError
 
+    from poa.logs import configure
+    try:
+        log_config = configure(loglevel, log_format)
+    except ValueError as exc:
+        raise SystemExit(f"poa worker: {exc}") from None
+    log.info("starting worker %s (pid %d), store %s (%s)", settings.worker_id, os.getpid(),
+             settings.store_path if settings.store_engine == "chdb" else settings.clickhouse_url, settings.store_engine)
     faulthandler.enable(all_threads=True)  # a crash in native code (chdb) leaves the threads' stacks in the log
     faulthandler.register(signal.SIGUSR2, all_threads=True)  # ops: `kill -USR2 <pid>` dumps every thread's stack
 
@@ -566,18 +631,28 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> None:
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop_during_startup)
-    ensure_topics(settings.bootstrap, settings.topic_partitions)
+    try:
+        conn = settings.kafka()
+    except KafkaConfigError as exc:
+        raise SystemExit(f"poa worker: {exc}") from None
+    log.info("Kafka: %s", conn.describe())
+    created = create_topics(conn, settings.topic_partitions, settings.topic_replication_factor)
+    if created:
+        log.info("created topics %s", ", ".join(created))
     try:
         app, pipe = build_app(settings)
     except (StoreLocked, PolicyMismatch) as exc:
         log.critical("%s", exc)
         raise SystemExit(f"poa worker: {exc}") from None
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    import copy
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, logging_config=copy.deepcopy(log_config))
     try:
         worker.execute_from_commandline()
     finally:  # close the engine before the interpreter exits: chdb torn down by exit handlers can crash
         try:
             stop_sql(settings, pipe.sql_server)
+            if pipe.ops_server is not None:
+                pipe.ops_server.stop()
             pipe.sink.close()
         finally:
             if pipe.sink.lease is not None:

@@ -1,4 +1,10 @@
-"""Kafka admin helpers (kafka-python): group progress over the input topics."""
+"""Kafka admin helpers (kafka-python): topic creation and group progress.
+
+Both take the one Kafka connection (streams/connection.py: credentials and TLS) or a bare
+bootstrap string. ``create_topics`` is what ``poa topics create`` and the worker's start
+run: every PoA topic with its explicit partition count (``Settings.topic_partitions``,
+one for models), the configured replication factor and its topic configuration.
+"""
 from __future__ import annotations
 
 import time
@@ -37,11 +43,49 @@ def _committed(admin, group: str, parts, timeout_s: float = 60.0) -> dict:
             time.sleep(0.5)
 
 
-def group_progress(bootstrap: str, group: str, topic_names=topics.INPUT_TOPICS) -> list[PartitionProgress]:
+def topic_config(name: str) -> dict[str, str]:
+    """Input topics stamp records with the broker's clock (LogAppendTime): the worker bounds
+    an event's time by its record's timestamp, which a producer then cannot forge."""
+    cfg = {"max.message.bytes": str(4 << 20)}
+    if name in topics.INPUT_TOPICS:
+        cfg["message.timestamp.type"] = "LogAppendTime"
+    return cfg
+
+
+def create_topics(conn, partitions: int, replication_factor: int = 1,
+                  topic_names=topics.ALL_TOPICS) -> list[str]:
+    """Create the missing PoA topics with explicit partition counts and ``replication_factor``;
+    returns those newly created. Existing topics are left as they are."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    from streams.connection import as_connection
+    if partitions < 1 or replication_factor < 1:
+        raise ValueError("partitions and replication factor must be >= 1")
+    admin = KafkaAdminClient(**as_connection(conn).kafka_python())
+    try:
+        existing = set(admin.list_topics())
+        new = [NewTopic(t, topics.partitions_for(t, partitions), replication_factor, topic_configs=topic_config(t))
+               for t in topic_names if t not in existing]
+        if new:
+            try:
+                admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+        return [t.name for t in new]
+    finally:
+        admin.close()
+
+
+def group_progress(conn, group: str, topic_names=topics.INPUT_TOPICS) -> list[PartitionProgress]:
     """Begin/end/committed offsets of every partition of ``topic_names`` for ``group``."""
     from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+
+    from streams.connection import as_connection
+    opts = as_connection(conn).kafka_python()
+    admin = KafkaAdminClient(**opts)
+    consumer = KafkaConsumer(**opts)
     try:
         parts = [TopicPartition(t, p) for t in topic_names
                  for p in sorted(consumer.partitions_for_topic(t) or ())]

@@ -53,7 +53,7 @@ class TransactionalOutbox:
     state is unknown: stop it and open a new outbox, which recovers from the committed mark.
     ``transactions``, ``messages`` and ``mark`` count what this instance committed."""
 
-    def __init__(self, bootstrap: str, transactional_id: str, max_messages: int = DEFAULT_MAX_MESSAGES,
+    def __init__(self, conn, transactional_id: str, max_messages: int = DEFAULT_MAX_MESSAGES,
                  **client_kwargs):
         from aiokafka import AIOKafkaProducer
         from aiokafka.partitioner import DefaultPartitioner
@@ -64,7 +64,8 @@ class TransactionalOutbox:
         self.messages = 0
         self.mark: Mark | None = None
         self._partitioner = DefaultPartitioner()
-        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=transactional_id,
+        from streams.connection import as_connection
+        self.producer = AIOKafkaProducer(**as_connection(conn).aiokafka(), transactional_id=transactional_id,
                                          enable_idempotence=True, acks="all", max_request_size=4 << 20,
                                          max_batch_size=512 << 10, partitioner=self._partitioner,
                                          **client_kwargs)
@@ -170,7 +171,7 @@ def parse_mark(headers) -> Mark | None:
     return seq, WHOLE if pos is None else pos
 
 
-def published_mark(bootstrap: str, topic_names: Iterable[str], window: int = 64, timeout_s: float = 60.0,
+def published_mark(conn, topic_names: Iterable[str], window: int = 64, timeout_s: float = 60.0,
                    **client_kwargs) -> Mark:
     """The highest (seq, pos) among committed messages of ``topic_names`` (:data:`NO_MARK`
     if none): every message at or below it is committed (module doc).
@@ -182,7 +183,8 @@ def published_mark(bootstrap: str, topic_names: Iterable[str], window: int = 64,
     partition's last stable offset)."""
     from kafka import KafkaConsumer, TopicPartition
     deadline = time.monotonic() + timeout_s
-    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+    from streams.connection import as_connection
+    c = KafkaConsumer(**as_connection(conn).kafka_python(), enable_auto_commit=False, group_id=None,
                       isolation_level="read_committed", **client_kwargs)
     try:
         parts = [TopicPartition(t, p) for t in topic_names for p in sorted(c.partitions_for_topic(t) or ())]

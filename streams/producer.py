@@ -25,9 +25,12 @@ def key_of(event) -> str:
 
 
 class EventProducer:
-    def __init__(self, bootstrap: str, **client_kwargs):
+    def __init__(self, conn, **client_kwargs):
+        """``conn``: a streams.connection.KafkaConnection or a bare bootstrap string (PLAINTEXT)."""
         from kafka import KafkaProducer
-        self._p = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
+
+        from streams.connection import as_connection
+        self._p = KafkaProducer(**as_connection(conn).kafka_python(), acks="all", linger_ms=20,
                                 max_request_size=MAX_REQUEST_BYTES, **client_kwargs)
 
     def send(self, event: dict | str | bytes):
@@ -64,10 +67,10 @@ def raw_key(raw: bytes) -> bytes | None:
         return None
 
 
-def produce_records(bootstrap: str, records, on_progress=None, **client_kwargs) -> int:
+def produce_records(conn, records, on_progress=None, **client_kwargs) -> int:
     """Produce (topic, raw bytes) pairs as they are, keyed like :meth:`EventProducer.send`."""
     n = 0
-    with EventProducer(bootstrap, **client_kwargs) as producer:
+    with EventProducer(conn, **client_kwargs) as producer:
         for n, (topic, raw) in enumerate(records, 1):
             producer.send_raw(topic, raw, key=raw_key(raw))
             if on_progress and n % 200 == 0:

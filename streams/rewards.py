@@ -14,10 +14,12 @@ from collections.abc import Iterator
 from streams import topics
 
 
-def tail_rewards(bootstrap: str, account: str, from_beginning: bool = True, follow: bool = True,
+def tail_rewards(conn, account: str, from_beginning: bool = True, follow: bool = True,
                  poll_ms: int = 500, **client_kwargs) -> Iterator[dict]:
     from kafka import KafkaConsumer, TopicPartition
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+
+    from streams.connection import as_connection
+    consumer = KafkaConsumer(**as_connection(conn).kafka_python(), enable_auto_commit=False, group_id=None,
                              isolation_level="read_committed", **client_kwargs)
     try:
         parts = [TopicPartition(topics.REWARDS, p)

@@ -16,7 +16,8 @@ import pytest
 from support.kafka import local_kafka_settings
 
 from poa.client import AsyncClient, Client, ClientError, DeliveryError
-from poa.kafka_local import LocalKafka, ensure_topics
+from poa.kafka_local import LocalKafka
+from streams.admin import create_topics
 from poa.settings import Settings
 from streams import topics
 from streams.events import EventError
@@ -103,7 +104,7 @@ def test_broker_killed_mid_run_loses_no_acknowledged_inference(kafka_bootstrap, 
     broker.libs = main.libs
     broker.start()
     try:
-        ensure_topics(broker.bootstrap, 1, [topics.USAGE])
+        create_topics(broker.bootstrap, 1, 1, [topics.USAGE])
         acked, failed = [], []
         c = Client(broker.bootstrap, timeout_s=3)
         for k in range(10):

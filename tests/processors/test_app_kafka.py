@@ -164,6 +164,23 @@ def test_worker_with_embedded_store_then_poa_sql(topics_fresh, settings, tmp_pat
         w.wait_until(lambda: w.status().get("processed", 0) >= n_events and w.status().get("buffered") == 0,
                      what=f"{n_events} processed events")
         assert seen[0] > 0 and seen == sorted(seen)
+        # Prometheus scrape of the same run: counts match the replay, lag is read from the broker
+        from prometheus_client.parser import text_string_to_metric_families
+        ops = w.status()["ops_url"]
+
+        def scrape() -> dict:
+            text = urllib.request.urlopen(ops + "/metrics", timeout=10).read().decode()
+            return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                    for fam in text_string_to_metric_families(text) for s in fam.samples}
+        w.wait_until(lambda: scrape().get(("poa_consumer_lag_total", ())) == 0, what="zero lag from the broker")
+        m = scrape()
+        want_dl = len(expected.rows["deadletter"])
+        assert sum(v for (n, _), v in m.items() if n == "poa_deadletters_total") == want_dl > 0
+        ok_events = sum(v for (n, lab), v in m.items() if n == "poa_events_total" and ("outcome", "deadletter") not in lab)
+        assert ok_events == n_events and m[("poa_seq", ())] == n_events
+        assert m[("poa_consumer_lag_up", ())] == 1 and m[("poa_ready", ())] == 1 and m[("poa_outbox_ready", ())] == 1
+        assert m[("poa_batch_seconds_count", ())] > 0 and m[("poa_event_to_ledger_seconds_count", ())] > 0
+        assert json.loads(urllib.request.urlopen(ops + "/health", timeout=10).read())["ok"] is True
     finally:
         assert w.stop() == 0, w.log_tail()
     assert not endpoint.exists()  # a stopped worker serves nothing; readers open the store again

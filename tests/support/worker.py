@@ -16,8 +16,9 @@ class WorkerProcess:
         self.home.mkdir(parents=True, exist_ok=True)
         self.status_file = home / "worker-status.json"
         self.log_path = home / "worker.log"
-        self.env = dict(os.environ, POA_HOME=str(home), POA_WORKER_STATUS_FILE=str(self.status_file),
-                        **env)
+        self.env = {**os.environ, "POA_HOME": str(home), "POA_WORKER_STATUS_FILE": str(self.status_file),
+                    "POA_METRICS_PORT": "0",  # a free port: several workers may run side by side
+                    **env}
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "WorkerProcess":
