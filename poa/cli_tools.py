@@ -43,8 +43,12 @@ def _settings():
 @grafana_app.command("generate")
 def grafana_generate(out_dir: Optional[Path] = typer.Option(
         None, "--out", help="directory for the JSON files (default: deploy/grafana/dashboards)")) -> None:
-    """Write one JSON file per dashboard (Grafana's file provisioning reads that folder)."""
+    """Write one JSON file per dashboard (Grafana's file provisioning reads that folder) and
+    the alert rules (Grafana provisioning and Prometheus rule files, poa/alerts.py)."""
+    from poa.alerts import write_all
     from poa.grafana import DEFAULT_OUT_DIR, GrafanaExtraMissing, generate_all
+    for p in write_all():  # alert rules as code: no SDK needed
+        console.print(f"wrote {p}")
     try:
         paths = generate_all(out_dir or DEFAULT_OUT_DIR)
     except GrafanaExtraMissing as exc:
