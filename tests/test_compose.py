@@ -5,6 +5,7 @@ pins, healthchecks and start order, and the worker run as the image runs it (a n
 user, a read-only working directory, POA_HOME set) against a real broker and store."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -240,14 +241,12 @@ def test_worker_as_the_image_runs_it(kafka_bootstrap, ch_http, database):
     env.update(POA_HOME=str(home), NUMBA_CACHE_DIR=str(numba), POA_KAFKA_BOOTSTRAP=kafka_bootstrap,
                POA_STORE_ENGINE="http", POA_CLICKHOUSE_URL=f"http://127.0.0.1:{ch_http.port}",
                POA_CLICKHOUSE_DATABASE=database, POA_WORKER_ID="poa-test-" + uuid.uuid4().hex[:8],
-               POA_METRICS_PORT="0", HOME=str(home))
+               POA_METRICS_PORT="0", HOME=str(home), POA_LOG_FORMAT="json")
     log = open(base / "worker.log", "wb")
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
                             user=user, group=user, extra_groups=[] if user is not None else None)
     try:
-        records = scenario()
-        produce_records(kafka_bootstrap, records)
-        import json
+        produce_records(kafka_bootstrap, scenario())
         status = home / "worker-status.json"
         deadline = time.monotonic() + 240
         while True:
@@ -267,7 +266,11 @@ def test_worker_as_the_image_runs_it(kafka_bootstrap, ch_http, database):
     assert rc == 0, text[-3000:]
     assert sorted(p.name for p in cwd.iterdir()) == before  # nothing written where it runs
     assert (home / "worker-data").is_dir()  # Faust's data folder went under POA_HOME
-    assert "ERROR" not in text and "Traceback" not in text, text[-3000:]
+    records = [json.loads(line) for line in text.splitlines() if line.strip()]  # JSON logs: one object a line
+    assert all(r["level"] in ("INFO", "WARNING") for r in records), text[-3000:]
+    messages = [r["message"] for r in records]
+    assert any(m.startswith("assigned ") for m in messages) and any(m.startswith("stopping: seq") for m in messages)
+    assert "Traceback" not in text
     shutil.rmtree(base, ignore_errors=True)
 
 
