@@ -31,10 +31,12 @@ import json
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+
+from poa.httpd import BackgroundHTTPServer
 
 LAG_CACHE_S = 10.0
 LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
@@ -160,24 +162,15 @@ class _OpsHandler(BaseHTTPRequestHandler):
 class OpsServer:
     def __init__(self, metrics: WorkerMetrics, probes: dict, host: str = "127.0.0.1", port: int = 0):
         self.metrics, self.probes = metrics, dict(probes)
-        self._httpd = ThreadingHTTPServer((host, port), _OpsHandler)
-        self._httpd.daemon_threads = True
-        self._httpd.owner = self  # type: ignore[attr-defined]
-        self._thread: threading.Thread | None = None
+        self._server = BackgroundHTTPServer(host, port, _OpsHandler, self, "poa-ops-http")
 
     @property
     def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+        return self._server.url
 
     def start(self) -> "OpsServer":
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="poa-ops-http", daemon=True)
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._httpd.server_close()
+        self._server.stop()

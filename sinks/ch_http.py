@@ -60,7 +60,9 @@ import threading
 import time
 import uuid
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from poa.httpd import BackgroundHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
 import lz4.frame
@@ -228,22 +230,18 @@ class ChdbHttpServer:
         self.timezone = "UTC"
         self.readonly = readonly
         self.user, self.password = user, password
-        self._httpd = ThreadingHTTPServer((host, port), _Handler)
-        self._httpd.daemon_threads = True
-        self._httpd.owner = self  # type: ignore[attr-defined]
+        self._server = BackgroundHTTPServer(host, port, _Handler, self, "chdb-http")
         self._root: Connection | None = None
-        self._thread: threading.Thread | None = None
         self._sessions: dict[str, list[str]] = {}
         self._lock = threading.Lock()
 
     @property
     def port(self) -> int:
-        return self._httpd.server_address[1]
+        return self._server.port
 
     @property
     def url(self) -> str:
-        host = self._httpd.server_address[0]
-        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{self.port}"
+        return self._server.url
 
     def authorized(self, user: str, password: str) -> bool:
         """Any user when no password is set; else the configured user and password."""
@@ -256,16 +254,11 @@ class ChdbHttpServer:
         # The root connection pins the process's embedded engine to data_path while serving.
         self._root = Connection(self.data_path)
         self.timezone = bytes(self._root.query("SELECT timezone()", "TabSeparated").bytes()).decode().strip()
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name=f"chdb-http-{self.port}", daemon=True)
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._httpd.server_close()
+        self._server.stop()
         if self._root is not None:
             self._root.close()  # frees the engine, so another path (or this one) can be opened
             self._root = None
