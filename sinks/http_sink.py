@@ -19,6 +19,11 @@ from sinks.base import Sink
 from sinks.ddl import TABLES
 
 
+# statements that return rows (and so take an output FORMAT); leading comments and brackets skipped
+_RETURNS_ROWS = re.compile(r"^(?:\s|--[^\n]*\n|/\*.*?\*/|\()*(SELECT|WITH|SHOW|DESC|DESCRIBE|EXPLAIN|EXISTS|CHECK)\b",
+                           re.IGNORECASE | re.DOTALL)
+
+
 class HttpSink(Sink):
     def __init__(self, url: str, user: str = "default", password: str = "",
                  database: str = "poa", **client_kwargs):
@@ -46,6 +51,8 @@ class HttpSink(Sink):
         extra = {"parameters": params} if params else {}
         if getattr(self, "_readonly", False):
             extra["settings"] = {"readonly": 1}
+        if fmt and not _RETURNS_ROWS.match(sql):
+            fmt = None  # clickhouse-connect appends `FORMAT fmt`, which an INSERT ... VALUES would parse as data
         with self._lock:
             return self._c.raw_query(sql, fmt=fmt, **extra) if fmt else self._c.raw_query(sql, **extra)
 

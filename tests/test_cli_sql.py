@@ -164,3 +164,24 @@ def test_emit_usage_warns_about_an_unregistered_model(home):
     assert typo.returncode == 0 and "is not registered" in typo.stderr and known + "-typo" in typo.stderr
     fine = poa("emit", "usage", "--model-id", known, "--fee", "1", "--output", "x", "--dry-run", env=env)
     assert fine.returncode == 0 and "not registered" not in fine.stderr
+
+
+def test_read_only_over_a_clickhouse_http_server(ch_http, sink, database):
+    """`poa sql` with POA_STORE_ENGINE=http against a real ClickHouse HTTP endpoint whose
+    user may write (ChdbHttpServer, not read-only): reads, parameters, and writes and
+    host-reading table functions refused unless --write."""
+    env = {**os.environ, "POA_STORE_ENGINE": "http", "POA_CLICKHOUSE_URL": f"http://127.0.0.1:{ch_http.port}",
+           "POA_CLICKHOUSE_DATABASE": database}
+    env.pop("POA_STORE_DIR", None)
+    out = poa("sql", "SELECT {n:UInt8} * 2 AS x, count() FROM reward_ledger", "--param_n=21", env=env)
+    assert out.returncode == 0 and out.stdout == "42\t0\n", out.stderr
+    for stmt in ("INSERT INTO reward_ledger (account) VALUES ('mallory')",
+                 "SELECT * FROM file('/etc/hostname', 'LineAsString')", "DROP TABLE reward_ledger"):
+        bad = poa("sql", stmt, env=env)
+        assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1, (stmt, bad.stderr)
+    assert sink.scalar(f"SELECT count() FROM {database}.reward_ledger") == 0
+    assert "reward_ledger" in poa("sql", "SHOW TABLES", env=env).stdout.split()
+    ok = poa("sql", "--write", "CREATE TABLE scratch (x Int8) ENGINE = MergeTree ORDER BY x; "
+             "INSERT INTO scratch VALUES (5)", env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert sink.scalar(f"SELECT sum(x) FROM {database}.scratch") == 5
