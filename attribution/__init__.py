@@ -5,6 +5,6 @@ Modules: ``text`` (normalization, token hashes), ``shingles`` (word n-gram hashe
 ``spans`` / ``span_kernels`` / ``vocab`` (span index and span attribution), ``split`` (exact integer
 splitting). ``warmup()`` compiles every kernel once at process start.
 """
-from attribution.warmup import warmup
+from poa_stream.attribution.warmup import warmup
 
 __all__ = ["warmup"]

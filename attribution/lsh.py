@@ -32,8 +32,8 @@ from functools import lru_cache
 import numba as nb
 import numpy as np
 
-from attribution.minhash import NUM_PERM, MinHasher, jaccard as _jaccard
-from attribution.text import mix64
+from poa_stream.attribution.minhash import NUM_PERM, MinHasher, jaccard as _jaccard
+from poa_stream.attribution.text import mix64
 
 MAX_DOC_ID = (1 << 31) - 1
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from attribution.shingles import SHINGLE_K, shingles
+from poa_stream.attribution.shingles import SHINGLE_K, shingles
 
 NUM_PERM = 128
 EMPTY = np.uint32(0xFFFFFFFF)
@@ -227,5 +227,5 @@ class MinHasher:
                                    self.k, self.perm, self.rounds, self._fss)
 
     def batch_texts(self, texts: list[str]) -> np.ndarray:
-        from attribution.text import token_hashes_batch
+        from poa_stream.attribution.text import token_hashes_batch
         return self.batch_tokens(*token_hashes_batch(texts))

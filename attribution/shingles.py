@@ -18,7 +18,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from attribution.text import mix64
+from poa_stream.attribution.text import mix64
 
 SHINGLE_K = 5
 _B = np.uint64(0xD6E8FEB86659FD93)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from attribution.text import mix64
-from attribution.vocab import UNK, vocab_add, vocab_ids, vocab_rehash  # noqa: F401 (re-export)
+from poa_stream.attribution.text import mix64
+from poa_stream.attribution.vocab import UNK, vocab_add, vocab_ids, vocab_rehash  # noqa: F401 (re-export)
 
 SEP = np.uint32(0xFFFFFFFF)
 _B = np.uint64(0x9E3779B97F4A7C15)

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from attribution import span_kernels as K
+from poa_stream.attribution import span_kernels as K
 
 MEM_MIN = 1 << 16
 UNBOUNDED = 1 << 62  # no cap on the work of one query (the core passes the policy's caps)

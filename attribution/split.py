@@ -16,7 +16,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from streams.policy import MAX_FEE_MICRO
+from poa_stream.streams.policy import MAX_FEE_MICRO
 
 MAX_TOTAL = MAX_FEE_MICRO  # the contract's maximum fee (streams/policy.py): one bound
 _KERNEL_MAX_Q = 1 << 31

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from attribution.text import mix64
+from poa_stream.attribution.text import mix64
 
 UNK = np.uint32(0xFFFFFFFE)
 

@@ -15,12 +15,12 @@ import numpy as np
 
 def warmup() -> float:
     t0 = time.perf_counter()
-    from attribution.lsh import NearDupIndex
-    from attribution.minhash import MinHasher, sketch_batch
-    from attribution.shingles import ngram_hashes, shingles, shingles_batch
-    from attribution.spans import NgramIndex, SpanIndex, allowed_mask_from
-    from attribution.split import split_amount
-    from attribution.text import content_hash, hash_words, token_hashes, token_hashes_batch
+    from poa_stream.attribution.lsh import NearDupIndex
+    from poa_stream.attribution.minhash import MinHasher, sketch_batch
+    from poa_stream.attribution.shingles import ngram_hashes, shingles, shingles_batch
+    from poa_stream.attribution.spans import NgramIndex, SpanIndex, allowed_mask_from
+    from poa_stream.attribution.split import split_amount
+    from poa_stream.attribution.text import content_hash, hash_words, token_hashes, token_hashes_batch
 
     toks = token_hashes("Warm-up: der schnelle braune Fuchs springt über l'homme, "
                         "the quick brown fox jumps over the lazy dog " * 3)
@@ -58,10 +58,10 @@ def warmup() -> float:
 
 
 def _warm_spam(toks: np.ndarray) -> None:
-    from attribution.clusters import FarmClusters
-    from attribution.quality import Familiarity, signals
-    from attribution.reliability import OnlineDawidSkene
-    from attribution.velocity import VelocityTracker
+    from poa_stream.attribution.clusters import FarmClusters
+    from poa_stream.attribution.quality import Familiarity, signals
+    from poa_stream.attribution.reliability import OnlineDawidSkene
+    from poa_stream.attribution.velocity import VelocityTracker
 
     fam = Familiarity()
     fam.learn(toks)

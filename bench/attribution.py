@@ -28,11 +28,11 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from attribution import warmup  # noqa: E402
-from attribution.minhash import MinHasher, sketch_batch  # noqa: E402
-from attribution.shingles import ngram_hashes, shingles_batch  # noqa: E402
-from attribution.spans import SpanIndex  # noqa: E402
-from attribution.text import normalize, token_hashes, token_hashes_batch  # noqa: E402
+from poa_stream.attribution import warmup  # noqa: E402
+from poa_stream.attribution.minhash import MinHasher, sketch_batch  # noqa: E402
+from poa_stream.attribution.shingles import ngram_hashes, shingles_batch  # noqa: E402
+from poa_stream.attribution.spans import SpanIndex  # noqa: E402
+from poa_stream.attribution.text import normalize, token_hashes, token_hashes_batch  # noqa: E402
 
 ROWS: list[tuple[str, str, str, str, str]] = []
 
@@ -255,7 +255,7 @@ def bench_spans(rng, n_docs: int, n_queries: int, ref_tokens: int) -> None:
 
 # ------------------------------------------------------------------ warm-up
 def bench_warmup(cold: bool) -> None:
-    code = "from attribution import warmup; print(warmup())"
+    code = "from poa_stream.attribution import warmup; print(warmup())"
     root = str(Path(__file__).resolve().parents[1])
     if cold:
         with tempfile.TemporaryDirectory() as tmp:

@@ -28,11 +28,11 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from poa.kafka_local import LocalKafka, reset_topics  # noqa: E402
-from poa.scenario import generate  # noqa: E402
-from poa.settings import Settings  # noqa: E402
-from streams import topics  # noqa: E402
-from streams.producer import produce_records  # noqa: E402
+from poa_stream.kafka_local import LocalKafka, reset_topics  # noqa: E402
+from poa_stream.scenario import generate  # noqa: E402
+from poa_stream.settings import Settings  # noqa: E402
+from poa_stream.streams import topics  # noqa: E402
+from poa_stream.streams.producer import produce_records  # noqa: E402
 
 
 async def aiokafka_rate(bootstrap: str, n: int) -> float:
@@ -55,9 +55,9 @@ async def aiokafka_rate(bootstrap: str, n: int) -> float:
 
 
 def replay_rate(records, work: Path) -> tuple[float, int]:
-    from processors.core import Core
-    from processors.replay import replay
-    from sinks.chdb_sink import ChdbSink
+    from poa_stream.processors.core import Core
+    from poa_stream.processors.replay import replay
+    from poa_stream.sinks.chdb_sink import ChdbSink
     s = Settings(home=work)
     sink = ChdbSink(work / "replay-store")
     try:
@@ -76,7 +76,7 @@ def worker_rate(bootstrap: str, work: Path, n_logged: int) -> tuple[float, float
                POA_WORKER_ID="poa-bench-" + str(int(time.time())), POA_HOME=str(work),
                POA_WORKER_STATUS_FILE=str(status))
     t_start = time.time()
-    proc = subprocess.Popen([sys.executable, "-m", "poa.cli", "worker"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "poa_stream.cli", "worker"], env=env,
                             stdout=open(work / "worker.log", "wb"), stderr=subprocess.STDOUT)
     try:
         while True:

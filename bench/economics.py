@@ -29,9 +29,9 @@ TOKEN = 1_000_000
 
 
 def run(strategy: str, ratio: float, attack: bool, basis: str, n_fake: int) -> tuple[dict, int]:
-    from poa import adversarial as A
-    from poa.settings import Settings
-    from processors.replay import process_all
+    from poa_stream import adversarial as A
+    from poa_stream.settings import Settings
+    from poa_stream.processors.replay import process_all
     with tempfile.TemporaryDirectory() as d:
         pf = Path(d) / "policy.json"
         pf.write_text(json.dumps({**A.policy_for(strategy, ratio), "emission_contributor_basis": basis}))
@@ -42,7 +42,7 @@ def run(strategy: str, ratio: float, attack: bool, basis: str, n_fake: int) -> t
 
 
 def main() -> None:
-    from poa import adversarial as A
+    from poa_stream import adversarial as A
     ap = argparse.ArgumentParser()
     ap.add_argument("--fake", type=int, default=3000)
     ap.add_argument("--ratios", default="0.1,1,10")

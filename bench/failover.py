@@ -30,16 +30,16 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from poa.kafka_local import LocalKafka, reset_topics  # noqa: E402
-from poa.scenario import generate  # noqa: E402
-from poa.settings import Settings  # noqa: E402
-from streams.producer import produce_records  # noqa: E402
+from poa_stream.kafka_local import LocalKafka, reset_topics  # noqa: E402
+from poa_stream.scenario import generate  # noqa: E402
+from poa_stream.settings import Settings  # noqa: E402
+from poa_stream.streams.producer import produce_records  # noqa: E402
 
 
 def start(work: Path, env: dict) -> tuple[subprocess.Popen, Path]:
     status = work / "status.json"
     status.unlink(missing_ok=True)
-    proc = subprocess.Popen([sys.executable, "-m", "poa.cli", "worker"], env={**os.environ, **env},
+    proc = subprocess.Popen([sys.executable, "-m", "poa_stream.cli", "worker"], env={**os.environ, **env},
                             stdout=open(work / "worker.log", "ab"), stderr=subprocess.STDOUT)
     return proc, status
 

@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def calibrate(items) -> None:
-    from attribution.quality import Commonness, Familiarity, OrderModel, Reference, signals, text_form
-    from attribution.text import token_hashes
-    from poa.quality_eval import make_spam
+    from poa_stream.attribution.quality import Commonness, Familiarity, OrderModel, Reference, signals, text_form
+    from poa_stream.attribution.text import token_hashes
+    from poa_stream.quality_eval import make_spam
     fam, common, dom, order = Familiarity(), Commonness(), {}, OrderModel(Reference.load())
     vals: dict[str, list] = defaultdict(list)
     spam = make_spam(items, 1, 100)
@@ -62,7 +62,7 @@ def reference_items(per_group: int = 1000):
     corpora's calibration part except the items of the calibration sample that thresholds
     are set on (a second hash halves them); the held-out part is never touched."""
     import hashlib
-    from poa.realdata import corpus, split
+    from poa_stream.realdata import corpus, split
     cal_big, _ = split(corpus(per_group=per_group))
     cal, _ = split(corpus(per_group=120))
     sample = {it.id for it in cal}
@@ -73,8 +73,8 @@ def reference_items(per_group: int = 1000):
 
 
 def build_reference() -> None:
-    from attribution.quality import REFERENCE_PATH, Reference, text_form
-    from attribution.text import token_hashes
+    from poa_stream.attribution.quality import REFERENCE_PATH, Reference, text_form
+    from poa_stream.attribution.text import token_hashes
     ref_items, _ = reference_items()
     words, pairs = [], []
     for it in ref_items:
@@ -89,8 +89,8 @@ def build_reference() -> None:
 
 
 def main() -> None:
-    from poa.quality_eval import evaluate, table
-    from poa.realdata import corpus, split
+    from poa_stream.quality_eval import evaluate, table
+    from poa_stream.realdata import corpus, split
     ap = argparse.ArgumentParser()
     ap.add_argument("--per-group", type=int, default=120)
     ap.add_argument("--seed", type=int, default=1)

@@ -33,16 +33,16 @@ MiB = 1 << 20
 
 
 def _settings(home: Path, store: Path):
-    from poa.settings import Settings
+    from poa_stream.settings import Settings
     return Settings(home=home, store_dir=store, store_engine="chdb")
 
 
 def child(kind: str, events: Path, store: Path, home: Path) -> dict:
     """One measurement in this (fresh) process; returns what the parent prints."""
     t0 = time.perf_counter()
-    from attribution import warmup
-    from processors.replay import process_all, replay_file, topic_of
-    from sinks import open_sink
+    from poa_stream.attribution import warmup
+    from poa_stream.processors.replay import process_all, replay_file, topic_of
+    from poa_stream.sinks import open_sink
     out: dict = {"import_s": time.perf_counter() - t0}
     t0 = time.perf_counter()
     warmup()
@@ -80,7 +80,7 @@ def child(kind: str, events: Path, store: Path, home: Path) -> dict:
         out.update(usage=n_usage, attributions=n_attr, fee_ledger=n_fee,
                    attr_per_usage=n_attr / max(1, n_usage), ledger_per_usage=n_fee / max(1, n_usage))
         try:
-            from processors.snapshots import Snapshots
+            from poa_stream.processors.snapshots import Snapshots
         except ImportError as exc:
             out["snapshot"] = f"n/a ({exc})"
         else:
@@ -105,8 +105,8 @@ def run_child(kind: str, events: Path, store: Path, home: Path) -> dict:
 def restart_event(records: list[tuple[str, str]], tag: str, offset_s: int = 1) -> str:
     """A new valid usage event: the scenario's last valid usage with a new request_id, its
     derived event_id, and ts = the latest valid event time + 1 s, as compact sorted-key JSON."""
-    from poa.emit import usage_event_id
-    from streams.events import EventError, decode_event
+    from poa_stream.emit import usage_event_id
+    from poa_stream.streams.events import EventError, decode_event
     last_usage, max_ts = None, None
     for _, raw in records:
         try:
@@ -126,7 +126,7 @@ def restart_event(records: list[tuple[str, str]], tag: str, offset_s: int = 1) -
 
 
 def measure(scale: float, seed: int) -> dict:
-    from poa.scenario import generate, write
+    from poa_stream.scenario import generate, write
     with tempfile.TemporaryDirectory(prefix="poa-bench-scale-") as tmp:
         work = Path(tmp)
         sc = generate(seed=seed, scale=scale)

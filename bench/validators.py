@@ -30,12 +30,12 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from attribution.clusters import FarmClusters  # noqa: E402
-from attribution.quality import Familiarity, is_low_quality, low_quality_reasons, signals  # noqa: E402
-from attribution.reliability import OnlineDawidSkene  # noqa: E402
-from attribution.text import token_hashes  # noqa: E402
-from attribution.velocity import Interner, VelocityTracker  # noqa: E402
-from poa.scenario import DUP_J, generate, shingles, words  # noqa: E402
+from poa_stream.attribution.clusters import FarmClusters  # noqa: E402
+from poa_stream.attribution.quality import Familiarity, is_low_quality, low_quality_reasons, signals  # noqa: E402
+from poa_stream.attribution.reliability import OnlineDawidSkene  # noqa: E402
+from poa_stream.attribution.text import token_hashes  # noqa: E402
+from poa_stream.attribution.velocity import Interner, VelocityTracker  # noqa: E402
+from poa_stream.scenario import DUP_J, generate, shingles, words  # noqa: E402
 
 SPAM_PRIOR = 0.05  # external P(good) of a contribution with spam evidence
 

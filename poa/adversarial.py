@@ -28,7 +28,7 @@ import json
 import random
 from datetime import datetime, timedelta, timezone
 
-from poa.scenario import _text
+from poa_stream.scenario import _text
 
 DN = "medical-en"
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from poa.settings import Settings, get_settings
+from poa_stream.settings import Settings, get_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="PoA Stream: streaming proof-of-attribution and reward ledger.")
@@ -19,19 +19,19 @@ app.add_typer(kafka_app, name="kafka")
 topics_app = typer.Typer(no_args_is_help=True, help="The PoA topics on the configured cluster.")
 app.add_typer(topics_app, name="topics")
 app.add_typer(rewards_app, name="rewards")
-from poa.cli_tools import emit_app, grafana_app, keys_app, report as report_command  # noqa: E402
+from poa_stream.cli_tools import emit_app, grafana_app, keys_app, report as report_command  # noqa: E402
 
 app.add_typer(grafana_app, name="grafana")
 app.add_typer(emit_app, name="emit")
 app.add_typer(keys_app, name="keys")
-from poa.cli_policy import policy_app  # noqa: E402
+from poa_stream.cli_policy import policy_app  # noqa: E402
 
 app.add_typer(policy_app, name="policy")
-from poa.cli_store import store_app  # noqa: E402
+from poa_stream.cli_store import store_app  # noqa: E402
 
 app.add_typer(store_app, name="store")
 app.command("report")(report_command)
-from poa.cli_contrib import epochs as epochs_command, explain as explain_command, tokens  # noqa: E402
+from poa_stream.cli_contrib import epochs as epochs_command, explain as explain_command, tokens  # noqa: E402
 
 app.command("epochs")(epochs_command)
 app.command("explain")(explain_command)
@@ -91,13 +91,13 @@ def _check_settings(version: bool = typer.Option(False, "--version", is_eager=Tr
 def _settings(store: Path | None = None, reading: bool = False) -> Settings:
     """The settings with the store of the one rule (poa/stores.py); ``reading``: a command
     that only reads may fall back to the store ``poa demo`` left."""
-    from poa.stores import resolve
+    from poa_stream.stores import resolve
     return resolve(get_settings(), store, reading).settings
 
 
 def _open_reader(store: Path | None):
     """The store's sink for a reading command, or exit 1 with one line."""
-    from poa.stores import StoreError, open_store, resolve
+    from poa_stream.stores import StoreError, open_store, resolve
     try:
         return open_store(resolve(get_settings(), store, reading=True), reading=True)
     except StoreError as exc:
@@ -108,14 +108,14 @@ def _open_reader(store: Path | None):
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of event contract v1."""
-    from streams.events import json_schema
+    from poa_stream.streams.events import json_schema
     console.print_json(json.dumps(json_schema()))
 
 
 @kafka_app.command("start")
 def kafka_start() -> None:
     """Start the local broker (idempotent) and create the PoA topics."""
-    from poa.kafka_local import KafkaSetupError, LocalKafka, ensure_topics
+    from poa_stream.kafka_local import KafkaSetupError, LocalKafka, ensure_topics
     s = _settings()
     try:
         with console.status("starting the local Kafka broker (first run resolves jars with Maven)"):
@@ -136,7 +136,7 @@ def kafka_start() -> None:
 
 def _kafka(s: Settings):
     """The one Kafka connection (streams/connection.py), or one line and exit code 1."""
-    from streams.connection import KafkaConfigError
+    from poa_stream.streams.connection import KafkaConfigError
     try:
         return s.kafka()
     except KafkaConfigError as exc:
@@ -149,8 +149,8 @@ def topics_create(partitions: int = typer.Option(None, help="partitions per topi
                   replication_factor: int = typer.Option(None, help="default: POA_TOPIC_REPLICATION_FACTOR")) -> None:
     """Create the missing PoA topics (explicit partitions, replication, configs) with the
     configured credentials; run it before any producer so none auto-creates a topic."""
-    from poa.stores import first_line
-    from streams.admin import create_topics
+    from poa_stream.stores import first_line
+    from poa_stream.streams.admin import create_topics
     s = _settings()
     conn = _kafka(s)
     try:
@@ -165,7 +165,7 @@ def topics_create(partitions: int = typer.Option(None, help="partitions per topi
 @kafka_app.command("stop")
 def kafka_stop() -> None:
     """Stop the local broker (SIGTERM, then SIGKILL after 30 s)."""
-    from poa.kafka_local import LocalKafka
+    from poa_stream.kafka_local import LocalKafka
     k = LocalKafka(_settings())
     console.print("stopped" if k.stop() else "no local broker was running")
 
@@ -173,7 +173,7 @@ def kafka_stop() -> None:
 @kafka_app.command("status")
 def kafka_status() -> None:
     """Is the local broker running? Exit code 0 if so, 3 if not."""
-    from poa.kafka_local import LocalKafka
+    from poa_stream.kafka_local import LocalKafka
     st = LocalKafka(_settings()).status()
     console.print(str(st))
     raise typer.Exit(0 if st.running else 3)
@@ -185,7 +185,7 @@ def rewards_tail(account: str = typer.Option(..., "--account", help="the account
                  from_beginning: bool = typer.Option(True, help="start at the first credit"),
                  as_json: bool = typer.Option(False, "--json", help="one JSON object per credit")) -> None:
     """Follow an account's credits on poa.rewards (deduplicated by entry_id)."""
-    from streams.rewards import tail_rewards
+    from poa_stream.streams.rewards import tail_rewards
     s = _settings()
     total = 0
     try:
@@ -209,7 +209,7 @@ def worker(loglevel: str = typer.Option(None, help="log level (default POA_LOG_L
                                                    "log at warning unless debug"),
            log_format: str = typer.Option(None, help="text or json (default POA_LOG_FORMAT, text)")) -> None:
     """Run the Faust worker (production path) until SIGTERM/SIGINT."""
-    from processors.app import run_worker
+    from poa_stream.processors.app import run_worker
     s = _settings()
     run_worker(s, loglevel=loglevel or s.log_level, log_format=log_format or s.log_format)
 
@@ -222,11 +222,11 @@ def replay(events: Path = typer.Argument(..., exists=True, dir_okay=False, help=
     """Process a JSONL event log without Kafka (audits, backfills) into an embedded store."""
     from rich.progress import Progress
 
-    from processors.replay import replay_file
-    from sinks.chdb_sink import ChdbSink
-    from sinks.lease import StoreLocked
-    from streams.policy import PolicyMismatch
-    from poa.stores import first_line
+    from poa_stream.processors.replay import replay_file
+    from poa_stream.sinks.chdb_sink import ChdbSink
+    from poa_stream.sinks.lease import StoreLocked
+    from poa_stream.streams.policy import PolicyMismatch
+    from poa_stream.stores import first_line
     s = _settings(store)
     total = sum(1 for line in open(events, "rb") if line.strip())
     try:
@@ -268,8 +268,8 @@ def sql(ctx: typer.Context,
     --queries-file or stdin; database `poa` is the default; `{name:Type}` parameters come
     from `--param_name=value`; read-only unless `--write` (no INSERT, DDL, settings changes
     or table functions such as file() and url())."""
-    from poa.sqltool import SqlUsageError, collect_queries, parse_params, run_queries
-    from poa.stores import StoreError, open_store, resolve
+    from poa_stream.sqltool import SqlUsageError, collect_queries, parse_params, run_queries
+    from poa_stream.stores import StoreError, open_store, resolve
     try:
         params, positional = parse_params(ctx.args)
         texts = collect_queries(positional, queries, queries_file, sys.stdin)
@@ -296,7 +296,7 @@ def proof(account: str = typer.Option("", "--account"), epoch: int = typer.Optio
           schema: bool = typer.Option(False, "--schema", help="print the proof's JSON Schema and exit")) -> None:
     """Inclusion proof of an account's ledger entries in an epoch's Merkle root (RFC 6962
     audit paths; `poa proof --schema` prints the format)."""
-    from processors.audit import PROOF_SCHEMA, AuditError, build_proof
+    from poa_stream.processors.audit import PROOF_SCHEMA, AuditError, build_proof
     if schema:
         sys.stdout.write(json.dumps(PROOF_SCHEMA, indent=2) + "\n")
         raise typer.Exit(0)
@@ -330,7 +330,7 @@ def verify(proof_file: Path = typer.Argument(..., help="a proof written by `poa 
     """Check an inclusion proof against a trusted root (--root HEX, or --store for the stored
     root). Exit 0: valid against that root; 1: invalid or unreadable; 2: the paths are
     consistent but no trusted root was given, so nothing ties the file to the ledger."""
-    from processors.audit import shape_problem, stored_root, verify_proof
+    from poa_stream.processors.audit import shape_problem, stored_root, verify_proof
     result = {"file": str(proof_file), "valid": False, "trusted_root": None, "problems": []}
 
     def finish(code: int, line: str) -> None:
@@ -344,7 +344,7 @@ def verify(proof_file: Path = typer.Argument(..., help="a proof written by `poa 
     try:
         doc = json.loads(proof_file.read_text())
     except (OSError, ValueError) as exc:
-        from poa.stores import first_line
+        from poa_stream.stores import first_line
         result["problems"] = [f"cannot read {proof_file}: {first_line(exc)}"]
         finish(1, f"invalid: {result['problems'][0]}")
     if (shape := shape_problem(doc)) is not None:
@@ -388,7 +388,7 @@ def scenario(seed: int = typer.Option(7, help="random seed"),
     events.jsonl and policy.json, its emission budget for --ratio)."""
     if world:
         import json as _json
-        from poa import adversarial
+        from poa_stream import adversarial
         try:
             records = adversarial.world(world, ratio, attack=not baseline, seed=seed)
         except ValueError as exc:
@@ -400,7 +400,7 @@ def scenario(seed: int = typer.Option(7, help="random seed"),
         console.print(f"wrote {out / 'events.jsonl'} ({len(records):,} events) and {out / 'policy.json'} "
                       f"(replay with POA_POLICY_FILE={out / 'policy.json'})")
         return
-    from poa.scenario import generate, write
+    from poa_stream.scenario import generate, write
     ev, truth = write(generate(seed=seed, scale=scale), out)
     console.print(f"wrote {ev} and {truth}")
 
@@ -411,8 +411,8 @@ def loadgen(seed: int = typer.Option(7, help="scenario seed"),
     """Load generator: produce a seeded scenario (malformed messages included) to Kafka."""
     from rich.progress import Progress
 
-    from poa.scenario import generate
-    from streams.producer import produce_records
+    from poa_stream.scenario import generate
+    from poa_stream.streams.producer import produce_records
     s = _settings()
     records = [(t, line.encode("utf-8")) for t, line in generate(seed=seed, scale=scale).records]
     with Progress(console=console) as prog:
@@ -426,9 +426,26 @@ def demo(seed: int = typer.Option(7, help="scenario seed"),
          scale: float = typer.Option(1.0, help="scenario size multiplier"),
          keep_broker: bool = typer.Option(False, help="leave a broker this command started running")) -> None:
     """The main job on one machine: broker, worker, a seeded scenario, a summary."""
-    from poa.demo import run_demo
+    from poa_stream.demo import run_demo
     raise typer.Exit(run_demo(_settings(), seed=seed, scale=scale, keep_broker=keep_broker, console=console))
 
 
+WORKER_MODULES = {"faust", "mode", "chdb", "clickhouse_connect", "numba", "numpy", "llvmlite", "yaml",
+                  "prometheus_client", "pyarrow"}
+
+
+def main() -> None:
+    """The ``poa`` console script: the app, and one line (exit 1) when a command needs the
+    worker extra that this install lacks (the base install is the light client one)."""
+    try:
+        app()
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in WORKER_MODULES:
+            raise
+        err.print(f"[red]error:[/] this command needs the worker install ({exc.name} is missing): "
+                  "pip install 'poa-stream\\[worker]'")
+        raise SystemExit(1) from None
+
+
 if __name__ == "__main__":
-    app()
+    main()

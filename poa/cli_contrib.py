@@ -36,7 +36,7 @@ def epochs(store: Optional[Path] = typer.Option(None, "--store", help="embedded 
            as_json: bool = typer.Option(False, "--json", help="one JSON object per epoch (amounts in micro-units)")) -> None:
     """The closed epochs: number, dates (UTC), emission budget, what fees and emissions paid
     (tokens), entries and Merkle root."""
-    from poa.cli import _open_reader
+    from poa_stream.cli import _open_reader
     sink = _open_reader(store)
     try:
         cols, rows = sink.query(
@@ -74,7 +74,7 @@ def explain(account: str = typer.Option(..., "--account", help="the account whos
     """Why each credit of an account in an epoch was paid: its source, the usage event
     behind a fee credit (model, request, fee, matched tokens) and the account's contributions
     that usage was attributed to (weight and evidence: span, influence, lineage, pool)."""
-    from poa.cli import _open_reader
+    from poa_stream.cli import _open_reader
     sink = _open_reader(store)
     db = sink.database
     a = account.replace("\\", "\\\\").replace("'", "\\'")

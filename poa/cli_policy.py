@@ -15,8 +15,8 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 def _open(store: Path | None):
-    from poa.cli import _settings
-    from sinks import open_sink
+    from poa_stream.cli import _settings
+    from poa_stream.sinks import open_sink
     s = _settings(store)
     sink = open_sink(s)
     sink.ensure_schema()
@@ -26,7 +26,7 @@ def _open(store: Path | None):
 @policy_app.command("show")
 def show(store: Path | None = typer.Option(None, "--store", help="embedded store (default: settings)")) -> None:
     """The store's policy versions, and how the configured policy differs from the latest."""
-    from sinks import policy_log
+    from poa_stream.sinks import policy_log
     s, sink = _open(store)
     try:
         log = policy_log.load(sink)
@@ -57,8 +57,8 @@ def apply(effective_epoch: int | None = typer.Option(
 
     Run it while no worker writes the store (it takes the writer lease); then start the
     worker with the same configuration."""
-    from sinks import policy_log
-    from sinks.lease import Lease, StoreLocked
+    from poa_stream.sinks import policy_log
+    from poa_stream.sinks.lease import Lease, StoreLocked
     s, sink = _open(store)
     try:
         lease = Lease(sink, ttl_s=s.store_lease_ttl_s)

@@ -23,8 +23,8 @@ def which(ctx: typer.Context, store: Path | None = STORE_OPT) -> None:
     """Print the store the commands use, and why (the rule of poa/stores.py)."""
     if ctx.invoked_subcommand is not None:
         return
-    from poa.settings import get_settings
-    from poa.stores import resolve
+    from poa_stream.settings import get_settings
+    from poa_stream.stores import resolve
     r = resolve(get_settings(), store, reading=True)
     w = resolve(get_settings(), store, reading=False)
     console.print(f"{r.where}  ({r.why}{'' if r.exists else '; does not exist yet'})", soft_wrap=True)
@@ -37,8 +37,8 @@ def which(ctx: typer.Context, store: Path | None = STORE_OPT) -> None:
 @store_app.command("info")
 def info(store: Path | None = STORE_OPT) -> None:
     """The store's log and ledger sizes, and its snapshots (age, size, seq, usable or not)."""
-    from poa.cli import _open_reader, _settings
-    from processors.snapshots import Snapshots
+    from poa_stream.cli import _open_reader, _settings
+    from poa_stream.processors.snapshots import Snapshots
     s = _settings(store, reading=True)
     sink = _open_reader(store)
     try:
@@ -69,12 +69,12 @@ def info(store: Path | None = STORE_OPT) -> None:
 @store_app.command("snapshot")
 def snapshot(store: Path | None = STORE_OPT) -> None:
     """Write a snapshot now (takes the store's writer lease: not while a worker runs)."""
-    from poa.cli import _settings
-    from processors.replay import replay_into
+    from poa_stream.cli import _settings
+    from poa_stream.processors.replay import replay_into
     s = _settings(store)
     if s.snapshot_every_events <= 0:
         s = s.model_copy(update={"snapshot_every_events": 1})
-    from sinks import open_sink
+    from poa_stream.sinks import open_sink
     sink = open_sink(s)
     try:
         core = replay_into(iter(()), s, sink, snapshot_at_end=True)

@@ -35,7 +35,7 @@ console = Console()
 
 
 def _settings():
-    from poa.settings import get_settings
+    from poa_stream.settings import get_settings
     return get_settings()
 
 
@@ -45,8 +45,8 @@ def grafana_generate(out_dir: Optional[Path] = typer.Option(
         None, "--out", help="directory for the JSON files (default: deploy/grafana/dashboards)")) -> None:
     """Write one JSON file per dashboard (Grafana's file provisioning reads that folder) and
     the alert rules (Grafana provisioning and Prometheus rule files, poa/alerts.py)."""
-    from poa.alerts import write_all
-    from poa.grafana import DEFAULT_OUT_DIR, GrafanaExtraMissing, generate_all
+    from poa_stream.alerts import write_all
+    from poa_stream.grafana import DEFAULT_OUT_DIR, GrafanaExtraMissing, generate_all
     for p in write_all():  # alert rules as code: no SDK needed
         console.print(f"wrote {p}")
     try:
@@ -61,7 +61,7 @@ def grafana_generate(out_dir: Optional[Path] = typer.Option(
 def grafana_token() -> str | None:
     """The Grafana service-account token: settings' ``grafana_token`` or ``POA_GRAFANA_TOKEN``,
     read afresh (not the process's cached settings: a token set or revoked since counts)."""
-    from poa.settings import Settings
+    from poa_stream.settings import Settings
     tok = getattr(Settings(), "grafana_token", None)
     if tok is not None and hasattr(tok, "get_secret_value"):
         tok = tok.get_secret_value()
@@ -73,7 +73,7 @@ def grafana_push(url: str = typer.Option(..., "--url", envvar="POA_GRAFANA_URL",
                                          help="Grafana base URL, e.g. http://localhost:3000"),
                  timeout_s: float = typer.Option(30.0, "--timeout-s", help="HTTP timeout")) -> None:
     """Create or update the dashboards in folder "PoA Stream" (token: POA_GRAFANA_TOKEN)."""
-    from poa.grafana import GrafanaExtraMissing, push
+    from poa_stream.grafana import GrafanaExtraMissing, push
     token = grafana_token()
     if not token:
         err.print("[red]error:[/] no Grafana token: set POA_GRAFANA_TOKEN to a service-account "
@@ -95,7 +95,7 @@ def grafana_push(url: str = typer.Option(..., "--url", envvar="POA_GRAFANA_URL",
 # ---------------------------------------------------------------- emit
 def _load_objects(json_text: str | None, file: Path | None) -> list[tuple[str, dict]]:
     """(where, object) pairs from --json / --file; raises EventError with the place."""
-    from streams.events import EventError
+    from poa_stream.streams.events import EventError
     items = []
     if json_text is not None:
         items.append(("--json", json_text))
@@ -117,8 +117,8 @@ def _load_objects(json_text: str | None, file: Path | None) -> list[tuple[str, d
 def _emit(etype: str, fields: dict, json_text: str | None, file: Path | None, event_id: str | None,
           ts: str | None, bootstrap: str | None, dry_run: bool, builder, sign: Path | None = None) -> None:
     """Build and validate every event first, then produce them all (or none)."""
-    from poa.emit import build_event
-    from streams.events import EventError
+    from poa_stream.emit import build_event
+    from poa_stream.streams.events import EventError
     given = {k: v for k, v in fields.items() if v is not None}
     try:
         if json_text is not None or file is not None:
@@ -140,8 +140,8 @@ def _emit(etype: str, fields: dict, json_text: str | None, file: Path | None, ev
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2)
     if sign is not None and dry_run:
-        from poa.client import ClientError, load_key
-        from streams.signing import sign_event
+        from poa_stream.client import ClientError, load_key
+        from poa_stream.streams.signing import sign_event
         try:
             account, key = load_key(sign)
         except ClientError as exc:
@@ -162,7 +162,7 @@ def _warn_unknown_models(events: list[dict]) -> None:
     the policy's ``wait_expiry_s`` (one epoch by default), then is dead-lettered. A hint
     only: without a readable store nothing is said, and the event is sent either way (the
     registration may be on its way)."""
-    from poa.stores import open_store, resolve
+    from poa_stream.stores import open_store, resolve
     wanted = sorted({ev["model_id"] for ev in events})
     try:
         r = resolve(_settings(), None, reading=True)
@@ -189,7 +189,7 @@ def _produce(events: list[dict], bootstrap: str | None, sign: Path | None = None
     """Send each event and wait for its acknowledgement (poa/client.py); the events as
     sent (signed when ``sign``). One line and exit 1 on the first failure, naming the
     events already acknowledged."""
-    from poa.client import Client, ClientError, DeliveryError
+    from poa_stream.client import Client, ClientError, DeliveryError
     s = _settings()
     try:
         client = Client(bootstrap, settings=s, key_file=sign)
@@ -238,7 +238,7 @@ def emit_usage_cmd(
         ts: Optional[str] = _TS, bootstrap: Optional[str] = _BOOTSTRAP, dry_run: bool = _DRY,
         sign: Optional[Path] = _SIGN) -> None:
     """A paid inference: the model, its fee and output, optional influence scores."""
-    from poa.emit import usage_event
+    from poa_stream.emit import usage_event
     text = _read_text(output, output_file, "output")
     fields = {"model_id": model_id, "fee": fee, "output": text, "request_id": request_id,
               "influence": influence}
@@ -259,7 +259,7 @@ def emit_contribution_cmd(
         ts: Optional[str] = _TS, bootstrap: Optional[str] = _BOOTSTRAP, dry_run: bool = _DRY,
         sign: Optional[Path] = _SIGN) -> None:
     """An upload into a datanet."""
-    from poa.emit import contribution_event
+    from poa_stream.emit import contribution_event
     fields = {"contributor": contributor, "datanet": datanet,
               "content": _read_text(content, content_file, "content"), "kind": kind,
               "contribution_id": contribution_id, "license": license, "stake": stake}
@@ -277,7 +277,7 @@ def emit_validation_cmd(
         ts: Optional[str] = _TS, bootstrap: Optional[str] = _BOOTSTRAP, dry_run: bool = _DRY,
         sign: Optional[Path] = _SIGN) -> None:
     """A validator's vote on a contribution."""
-    from poa.emit import validation_event
+    from poa_stream.emit import validation_event
     fields = {"validator": validator, "contribution_id": contribution_id, "verdict": verdict,
               "quality": quality, "stake": stake}
     _emit("validation", fields, json_text, file, event_id, ts, bootstrap, dry_run, validation_event, sign)
@@ -295,7 +295,7 @@ def emit_model_cmd(
         ts: Optional[str] = _TS, bootstrap: Optional[str] = _BOOTSTRAP, dry_run: bool = _DRY,
         sign: Optional[Path] = _SIGN) -> None:
     """A model registration: its operator, training method, datanets and lineage."""
-    from poa.emit import model_event
+    from poa_stream.emit import model_event
     fields = {"model_id": model_id, "operator": operator, "method": method, "datanets": datanets,
               "base_models": base_model or None, "inherit": inherit}
     _emit("model", fields, json_text, file, event_id, ts, bootstrap, dry_run, model_event, sign)
@@ -307,7 +307,7 @@ def keys_new(account: str = typer.Option(..., "--account", help="the account the
              out: Path = typer.Option(..., "--out", help="key file to write (mode 0600; refuses to overwrite)")) -> None:
     """A new ed25519 key: the private key file for `poa emit --sign` and the client, and the
     public key line to add to the keys file the worker reads (POA_KEYS_FILE)."""
-    from poa.client import new_key
+    from poa_stream.client import new_key
     doc = new_key(account)
     try:
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -331,8 +331,8 @@ def report(store: Optional[Path] = typer.Option(None, "--store", help="embedded 
            out: Path = typer.Option(Path("poa-report.html"), "--out", help="HTML file to write"),
            database: Optional[str] = typer.Option(None, "--database", help="database (default: settings)")) -> None:
     """Write a self-contained HTML report (charts and tables of the dashboards) of a store."""
-    from poa.report import write_report
-    from poa.stores import StoreError, open_store, resolve
+    from poa_stream.report import write_report
+    from poa_stream.stores import StoreError, open_store, resolve
     r = resolve(_settings(), store, reading=True)
     if database:
         r = type(r)(r.settings.model_copy(update={"clickhouse_database": database}), r.where, r.why, r.exists)

@@ -20,7 +20,7 @@ contract:
   a broker that goes away mid-send makes that send raise ``DeliveryError`` within
   ``timeout_s`` as well.
 
->>> from poa.client import Client                       # doctest: +SKIP
+>>> from poa_stream.client import Client                       # doctest: +SKIP
 >>> with Client("127.0.0.1:9092") as c:                  # doctest: +SKIP
 ...     d = c.usage(model_id="m-1", fee=1_000, output="...", request_id="req-42")
 ...     d.event_id, d.partition, d.offset
@@ -32,11 +32,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from poa import emit
-from poa.stores import first_line
-from streams import topics
-from streams.events import decode_event, encode_event
-from streams.producer import MAX_REQUEST_BYTES, key_of
+from poa_stream import emit
+from poa_stream.stores import first_line
+from poa_stream.streams import topics
+from poa_stream.streams.events import decode_event, encode_event
+from poa_stream.streams.producer import MAX_REQUEST_BYTES, key_of
 
 
 class ClientError(RuntimeError):
@@ -82,7 +82,7 @@ def new_key(account: str) -> dict:
 class _Base:
     def __init__(self, bootstrap: str | None, settings, timeout_s: float | None, key_file: Path | None):
         if settings is None:
-            from poa.settings import get_settings
+            from poa_stream.settings import get_settings
             settings = get_settings()
         self.settings = settings
         self.bootstrap = bootstrap or settings.bootstrap
@@ -91,7 +91,7 @@ class _Base:
 
     def _conn_options(self, async_: bool) -> dict:
         """bootstrap_servers and the security options of the one Kafka configuration."""
-        from streams.connection import KafkaConfigError
+        from poa_stream.streams.connection import KafkaConfigError
         try:
             conn = self.settings.kafka(self.bootstrap)
         except KafkaConfigError as exc:
@@ -103,7 +103,7 @@ class _Base:
         ev_obj = decode_event(json.dumps(event))
         ev = json.loads(encode_event(ev_obj))
         if self.signer is not None:
-            from streams.signing import sign_event
+            from poa_stream.streams.signing import sign_event
             account, key = self.signer
             ev = sign_event(ev, account, key)
             ev_obj = decode_event(json.dumps(ev))

@@ -26,8 +26,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from poa.settings import Settings
-from streams import topics
+from poa_stream.settings import Settings
+from poa_stream.streams import topics
 
 
 def _summary(sink, console: Console, label: str, store: Path) -> int:
@@ -74,13 +74,13 @@ def _summary(sink, console: Console, label: str, store: Path) -> int:
 
 
 def _report(sink, store: Path, console: Console) -> None:
-    from poa.report import write_report
+    from poa_stream.report import write_report
     console.print(f"report: {write_report(sink, store.parent / 'report.html')}  (open it in a browser)")
 
 
 def _group_progress(conn, group: str) -> tuple[int, int]:
     """(messages consumed and committed, messages in all) over the input topics."""
-    from streams.admin import group_progress
+    from poa_stream.streams.admin import group_progress
     parts = group_progress(conn, group)
     return sum(p.position - p.begin for p in parts), sum(p.end - p.begin for p in parts)
 
@@ -95,8 +95,8 @@ def _worker_status(path: Path) -> dict:
 
 def run_demo(settings: Settings, seed: int = 7, scale: float = 1.0, keep_broker: bool = False,
              console: Console | None = None) -> int:
-    from poa.kafka_local import KafkaSetupError, LocalKafka, missing_tools
-    from poa.scenario import generate
+    from poa_stream.kafka_local import KafkaSetupError, LocalKafka, missing_tools
+    from poa_stream.scenario import generate
     console = console or Console()
     home = settings.home.resolve() / "demo"
     store = home / "store"
@@ -134,8 +134,8 @@ def run_demo(settings: Settings, seed: int = 7, scale: float = 1.0, keep_broker:
 
 def _run_streaming(settings: Settings, records, store: Path, home: Path, console: Console,
                    own_broker: bool) -> int:
-    from poa.kafka_local import reset_topics
-    from streams.producer import produce_records
+    from poa_stream.kafka_local import reset_topics
+    from poa_stream.streams.producer import produce_records
     group = "poa-demo"
     if own_broker:
         with console.status("recreating the PoA topics"):
@@ -147,7 +147,7 @@ def _run_streaming(settings: Settings, records, store: Path, home: Path, console
                POA_WORKER_STATUS_FILE=str(status_file))
     log_path = home / "worker.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "poa.cli", "worker", "--loglevel", "info"],
+        proc = subprocess.Popen([sys.executable, "-m", "poa_stream.cli", "worker", "--loglevel", "info"],
                                 env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -175,7 +175,7 @@ def _run_streaming(settings: Settings, records, store: Path, home: Path, console
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    from sinks.chdb_sink import ChdbSink
+    from poa_stream.sinks.chdb_sink import ChdbSink
     sink = ChdbSink(store, settings.clickhouse_database)
     try:
         rc = _summary(sink, console, "Kafka -> Faust worker -> embedded ClickHouse", store)
@@ -186,8 +186,8 @@ def _run_streaming(settings: Settings, records, store: Path, home: Path, console
 
 
 def _replay_fallback(settings: Settings, records, store: Path, console: Console) -> int:
-    from processors.replay import replay_into
-    from sinks.chdb_sink import ChdbSink
+    from poa_stream.processors.replay import replay_into
+    from poa_stream.sinks.chdb_sink import ChdbSink
     sink = ChdbSink(store, settings.clickhouse_database)
     try:
         with Progress(console=console) as prog:

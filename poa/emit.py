@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from streams.events import EventError, decode_event, event_to_dict
+from poa_stream.streams.events import EventError, decode_event, event_to_dict
 
 EVENT_TYPES = ("contribution", "validation", "model", "usage")
 
@@ -165,8 +165,8 @@ def _send(producer, ev: dict) -> dict:
     """Send through an :class:`streams.producer.EventProducer` and wait for the broker's
     acknowledgement (a :class:`poa.client.Client` waits by itself): a lost event raises
     :class:`poa.client.DeliveryError` here, never silently later."""
-    from poa.client import DeliveryError
-    from poa.stores import first_line
+    from poa_stream.client import DeliveryError
+    from poa_stream.stores import first_line
     result = producer.send(ev)
     if hasattr(result, "get"):
         try:
@@ -194,5 +194,5 @@ def emit_model(producer, **kw) -> dict:
 
 def open_producer(settings, bootstrap: str | None = None):
     """An :class:`streams.producer.EventProducer` on the configured cluster."""
-    from streams.producer import EventProducer
+    from poa_stream.streams.producer import EventProducer
     return EventProducer(settings.kafka(bootstrap))

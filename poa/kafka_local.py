@@ -30,8 +30,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from poa.settings import Settings
-from streams.topics import ALL_TOPICS, partitions_for
+from poa_stream.settings import Settings
+from poa_stream.streams.topics import ALL_TOPICS, partitions_for
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "kafka"
 
@@ -317,7 +317,7 @@ class LocalKafka:
 
 def ensure_topics(bootstrap: str, partitions: int) -> list[str]:
     """The PoA topics on this tool's own broker (PLAINTEXT, replication 1): streams.admin."""
-    from streams.admin import create_topics
+    from poa_stream.streams.admin import create_topics
     return create_topics(bootstrap, partitions)
 
 

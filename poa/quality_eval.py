@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from poa.realdata import Item
+from poa_stream.realdata import Item
 
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
 SPAM_KINDS = ("exact_copy", "near_copy", "templated", "word_salad", "label_farm")
@@ -184,7 +184,7 @@ def events(items: list[Item], spam: list[tuple[str, Item]], seed: int,
 def containment(a: str, b: str, k: int = 5) -> float:
     """Exact share of ``a``'s word ``k``-grams found in ``b`` (the ground truth for "a is
     a copy of b", independent of the detector's MinHash and span index)."""
-    from attribution.text import token_hashes  # the words as the pipeline normalizes them
+    from poa_stream.attribution.text import token_hashes  # the words as the pipeline normalizes them
 
     def grams(t: str) -> set:
         w = token_hashes(t).tolist()
@@ -198,8 +198,8 @@ def evaluate(items: list[Item], seed: int = 0, policy: dict | None = None, spam_
     """Score the production core on ``items`` plus spam made from them (module doc)."""
     import tempfile
 
-    from poa.settings import Settings
-    from processors.replay import process_all
+    from poa_stream.settings import Settings
+    from poa_stream.processors.replay import process_all
     spam = make_spam(items, seed, spam_per_kind)
     score = Score()
     with tempfile.TemporaryDirectory(dir=home) as d:

@@ -23,7 +23,7 @@ from datetime import datetime
 from html import escape
 from pathlib import Path
 
-from poa.grafana import CLUSTER_REASONS, NO_EVIDENCE, SPAM_STATUSES  # SQL fragments shared with the panels
+from poa_stream.grafana import CLUSTER_REASONS, NO_EVIDENCE, SPAM_STATUSES  # SQL fragments shared with the panels
 
 PALETTE = ("#3b6fd4", "#e8833a", "#3fa65a", "#c94f6d", "#8a63d2", "#2aa1a8", "#b08d2a", "#6c757d")
 

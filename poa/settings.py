@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.policy import MICRO_PER_TOKEN, Policy, read_keys_file
+from poa_stream.streams.policy import MICRO_PER_TOKEN, Policy, read_keys_file
 
 __all__ = ["MICRO_PER_TOKEN", "Settings", "get_settings"]
 
@@ -153,7 +153,7 @@ class Settings(BaseSettings):
     def kafka(self, bootstrap: str | None = None):
         """The Kafka connection every client uses (streams.connection.KafkaConnection);
         raises KafkaConfigError, naming the setting, when the security settings disagree."""
-        from streams.connection import KafkaConnection
+        from poa_stream.streams.connection import KafkaConnection
         secret = lambda v: v.get_secret_value() if v is not None else None  # noqa: E731
         return KafkaConnection(
             bootstrap=bootstrap or self.bootstrap, security_protocol=self.kafka_security_protocol,

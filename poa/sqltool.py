@@ -105,7 +105,7 @@ def run_queries(sink, statements: list[str], params: dict[str, str], fmt: str | 
                 out: IO[bytes], err) -> int:
     """Run each statement, writing its output; 0, or 1 at the first failure (one line on
     ``err``, a rich console)."""
-    from poa.stores import first_line
+    from poa_stream.stores import first_line
     try:
         sink.use_database()
         try:  # no "280.42 million" beside a sum of micro-units in Pretty formats (a session setting)

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from poa.settings import Settings
+from poa_stream.settings import Settings
 
 
 class StoreError(RuntimeError):
@@ -96,7 +96,7 @@ def open_store(r: Resolved, reading: bool = True):
     """The sink of a resolved store, or a one-line :class:`StoreError`."""
     import logging
 
-    from sinks import open_sink
+    from poa_stream.sinks import open_sink
     logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)  # its own line per failure
     if reading and not r.exists:
         raise StoreMissing(f"no store at {r.where} ({r.why}): run `poa demo` or a worker first, "

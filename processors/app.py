@@ -45,27 +45,27 @@ from datetime import datetime, timedelta, timezone
 import faust
 from faust.types import TP
 
-from poa.settings import Settings
-from processors import failpoints
-from processors.core import Core, Result
-from processors.metrics import WorkerMetrics
-from processors.replay import restore
-from processors.snapshots import Snapshots
-from sinks import open_sink
-from sinks.base import Sink, SinkError
-from sinks.lease import Lease, StoreLocked
-from sinks.policy_log import open_schedule
-from streams.policy import PolicyMismatch
+from poa_stream.settings import Settings
+from poa_stream.processors import failpoints
+from poa_stream.processors.core import Core, Result
+from poa_stream.processors.metrics import WorkerMetrics
+from poa_stream.processors.replay import restore
+from poa_stream.processors.snapshots import Snapshots
+from poa_stream.sinks import open_sink
+from poa_stream.sinks.base import Sink, SinkError
+from poa_stream.sinks.lease import Lease, StoreLocked
+from poa_stream.sinks.policy_log import open_schedule
+from poa_stream.streams.policy import PolicyMismatch
 
 FATAL_EXIT_CODE = 70  # EX_SOFTWARE: the worker stopped itself to keep the ledger right
-from streams import topics
+from poa_stream.streams import topics
 
 log = logging.getLogger("poa.worker")
 
 
 def pending_sources(s: Settings) -> set[tuple[str, int]]:
     """Input partitions holding messages this worker's group has not committed yet."""
-    from streams.admin import group_progress
+    from poa_stream.streams.admin import group_progress
     return {(p.topic, p.partition) for p in group_progress(s.kafka(), s.worker_id) if p.lag > 0}
 
 
@@ -137,8 +137,8 @@ class Pipeline:
         streams/outbox.py): each message exactly once. Raises ``Interrupted`` as soon as
         the app is stopping (or CancelledError when cancelled); the committed chunks stay
         committed and the next start continues from them."""
-        from processors.output_recovery import publish_stored, until_stopped
-        from streams.outbox import TransactionalOutbox, published_mark
+        from poa_stream.processors.output_recovery import publish_stored, until_stopped
+        from poa_stream.streams.outbox import TransactionalOutbox, published_mark
         await self._drop_outbox()
         app = self.app
         stopping = (lambda: app.should_stop) if app is not None else None
@@ -181,7 +181,7 @@ class Pipeline:
         """At start (an app task) and before the first publish: recover the output once,
         retrying with a backoff. Returns without an outbox when the app is stopping (the
         stored rows go out on the next start)."""
-        from streams.outbox import Interrupted
+        from poa_stream.streams.outbox import Interrupted
         app = self.app
         attempt = 0
         while self.outbox is None:
@@ -381,8 +381,8 @@ class Pipeline:
         if self.outbox is None:
             await self.ensure_output()  # publishes this batch's stored rows too
             return self.outbox is not None
-        from processors.messages import positioned_messages
-        from processors.output_recovery import load_window
+        from poa_stream.processors.messages import positioned_messages
+        from poa_stream.processors.output_recovery import load_window
         items = await asyncio.to_thread(positioned_messages, rows) if rows is not None else None
         if items is not None and len(items) != len(messages):
             log.error("the batch's rows give %d output messages, the core %d: reading them from the store",
@@ -430,7 +430,7 @@ class Pipeline:
 
 
 def build_app(settings: Settings, sink: Sink | None = None) -> tuple[faust.App, Pipeline]:
-    from attribution import warmup
+    from poa_stream.attribution import warmup
     warm_s = warmup()
     log.info("numba kernels ready in %.1fs", warm_s)
     sink = sink or open_sink(settings)
@@ -534,7 +534,7 @@ def build_app(settings: Settings, sink: Sink | None = None) -> tuple[faust.App, 
             await pipe.ensure_output()
 
     pipe.app = app
-    from streams.admin import group_progress
+    from poa_stream.streams.admin import group_progress
     pipe.metrics.attach(pipe, lag_source=lambda: group_progress(conn, settings.worker_id))
     pipe.sql_server = serve_sql(settings, probes(pipe))
     pipe.ops_server = serve_ops(settings, pipe)
@@ -570,7 +570,7 @@ def serve_sql(settings: Settings, probes: dict | None = None):
     import json as _json
     import os as _os
 
-    from sinks.ch_http import ChdbHttpServer
+    from poa_stream.sinks.ch_http import ChdbHttpServer
     pw = settings.sql_http_password.get_secret_value() if settings.sql_http_password else None
     server = ChdbHttpServer(settings.store_path, settings.sql_http_host, settings.sql_http_port, readonly=True,
                             user=settings.sql_http_user, password=pw, probes=probes).start()
@@ -589,7 +589,7 @@ def serve_ops(settings: Settings, pipe: "Pipeline"):
     when off (port -1) or when the port is taken (a warning: the worker runs on)."""
     if settings.metrics_port < 0:
         return None
-    from processors.metrics import OpsServer
+    from poa_stream.processors.metrics import OpsServer
     try:
         server = OpsServer(pipe.metrics, probes(pipe), settings.metrics_host, settings.metrics_port).start()
     except OSError as exc:
@@ -614,10 +614,10 @@ def run_worker(settings: Settings, loglevel: str = "info", log_format: str = "te
     import faulthandler
     import signal
 
-    from streams.admin import create_topics
-    from streams.connection import KafkaConfigError
+    from poa_stream.streams.admin import create_topics
+    from poa_stream.streams.connection import KafkaConfigError
 
-    from poa.logs import configure
+    from poa_stream.logs import configure
     try:
         log_config = configure(loglevel, log_format)
     except ValueError as exc:

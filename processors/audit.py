@@ -12,8 +12,8 @@ Version-1 documents (``path`` of ``[side, hash]`` pairs) are still verified.
 """
 from __future__ import annotations
 
-from processors.merkle import encode_entry, epoch_leaves, leaf_hash, proof, verify, verify_audit_path
-from sinks.base import Sink
+from poa_stream.processors.merkle import encode_entry, epoch_leaves, leaf_hash, proof, verify, verify_audit_path
+from poa_stream.sinks.base import Sink
 
 FIELDS = ("entry_id", "epoch", "account", "role", "source", "amount", "ref_event_id")
 FORMAT = "poa-proof/2"

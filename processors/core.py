@@ -34,30 +34,30 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 
 
-from attribution.lsh import NearDupIndex
-from attribution.reliability import OnlineDawidSkene
-from attribution.spans import SpanIndex
-from attribution.velocity import Interner
-from poa.settings import Settings
-from processors import failpoints
-from processors.corpus import CorpusArrays
-from processors.epochs import EpochBook
-from processors.escrow import Escrow
-from processors.pools import Pools
-from processors.state import ContributionState, Result, Stats, encode
-from processors.handlers_contributions import ContributionHandlers
-from processors.handlers_usage import UsageHandlers
-from processors.handlers_validations import ValidationHandlers
-from processors.intake import IntakeChecks, digest
-from processors.messages import deadletter_message, flag_message, reward_message
-from processors.order import Watermarks, order_key
-from processors.seen import SeenIds
-from processors.spam import SpamGuard
-from processors.wash import WashWatch
-from streams import topics
-from streams.policy import Policy, PolicySchedule
-from streams.signing import KeyRegistry
-from streams.events import Contribution, EventError, Model, Usage, Validation, decode_event
+from poa_stream.attribution.lsh import NearDupIndex
+from poa_stream.attribution.reliability import OnlineDawidSkene
+from poa_stream.attribution.spans import SpanIndex
+from poa_stream.attribution.velocity import Interner
+from poa_stream.settings import Settings
+from poa_stream.processors import failpoints
+from poa_stream.processors.corpus import CorpusArrays
+from poa_stream.processors.epochs import EpochBook
+from poa_stream.processors.escrow import Escrow
+from poa_stream.processors.pools import Pools
+from poa_stream.processors.state import ContributionState, Result, Stats, encode
+from poa_stream.processors.handlers_contributions import ContributionHandlers
+from poa_stream.processors.handlers_usage import UsageHandlers
+from poa_stream.processors.handlers_validations import ValidationHandlers
+from poa_stream.processors.intake import IntakeChecks, digest
+from poa_stream.processors.messages import deadletter_message, flag_message, reward_message
+from poa_stream.processors.order import Watermarks, order_key
+from poa_stream.processors.seen import SeenIds
+from poa_stream.processors.spam import SpamGuard
+from poa_stream.processors.wash import WashWatch
+from poa_stream.streams import topics
+from poa_stream.streams.policy import Policy, PolicySchedule
+from poa_stream.streams.signing import KeyRegistry
+from poa_stream.streams.events import Contribution, EventError, Model, Usage, Validation, decode_event
 
 EPOCH0 = datetime(1970, 1, 1, tzinfo=timezone.utc)
 QUARANTINE_PREFIX = "quarantine:"

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from attribution.shingles import ngram_hashes
+from poa_stream.attribution.shingles import ngram_hashes
 
 INELIGIBLE = ("duplicate", "rejected", "spam")
 

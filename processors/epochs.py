@@ -34,10 +34,10 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from attribution.split import split_amount
-from processors.ledger import entry_id
-from processors.merkle import epoch_leaves, root
-from streams.policy import PolicySchedule
+from poa_stream.attribution.split import split_amount
+from poa_stream.processors.ledger import entry_id
+from poa_stream.processors.merkle import epoch_leaves, root
+from poa_stream.streams.policy import PolicySchedule
 
 UNIX0 = datetime(1970, 1, 1, tzinfo=timezone.utc)
 

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from processors.ledger import ESCROW_PREFIX, entry_id
-from processors.pools import pool_account
+from poa_stream.processors.ledger import ESCROW_PREFIX, entry_id
+from poa_stream.processors.pools import pool_account
 
 
 def escrow_account(contribution_id: str) -> str:

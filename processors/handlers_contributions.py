@@ -12,14 +12,14 @@ from datetime import datetime
 
 import numpy as np
 
-from attribution.shingles import ngram_hashes, shingles, skip_bigrams
-from attribution.text import sequence_hash, token_hashes
-from attribution.quality import text_form
-from processors.handlers_usage import covered_tokens
-from processors.messages import flag_message
-from processors.state import ContributionState, Result, encode
-from streams import topics
-from streams.events import Contribution
+from poa_stream.attribution.shingles import ngram_hashes, shingles, skip_bigrams
+from poa_stream.attribution.text import sequence_hash, token_hashes
+from poa_stream.attribution.quality import text_form
+from poa_stream.processors.handlers_usage import covered_tokens
+from poa_stream.processors.messages import flag_message
+from poa_stream.processors.state import ContributionState, Result, encode
+from poa_stream.streams import topics
+from poa_stream.streams.events import Contribution
 
 class ContributionHandlers:
     def _contribution_row(self, c: ContributionState, event_id: str) -> dict:

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from attribution.span_kernels import attribute_matches
-from attribution.text import token_hashes
-from processors.escrow import escrow_account
-from processors.ledger import ESCROW_PREFIX, fee_credits
-from processors.lineage import lineage_mass
-from processors.pools import pool_account
-from processors.state import Result, encode
-from streams import topics
-from streams.events import Model, Usage
+from poa_stream.attribution.span_kernels import attribute_matches
+from poa_stream.attribution.text import token_hashes
+from poa_stream.processors.escrow import escrow_account
+from poa_stream.processors.ledger import ESCROW_PREFIX, fee_credits
+from poa_stream.processors.lineage import lineage_mass
+from poa_stream.processors.pools import pool_account
+from poa_stream.processors.state import Result, encode
+from poa_stream.streams import topics
+from poa_stream.streams.events import Model, Usage
 
 
 def covered_tokens(m: int, s: np.ndarray, L: np.ndarray) -> int:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from processors.messages import flag_message
-from processors.state import Result, encode
-from streams import topics
-from streams.events import Validation
+from poa_stream.processors.messages import flag_message
+from poa_stream.processors.state import Result, encode
+from poa_stream.streams import topics
+from poa_stream.streams.events import Validation
 
 class ValidationHandlers:
     def _validation(self, res: Result, ev: Validation) -> None:

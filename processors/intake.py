@@ -35,8 +35,8 @@ import hashlib
 import heapq
 from datetime import datetime, timedelta
 
-from processors.state import encode
-from streams.events import Contribution, EventError, Model, Usage, Validation
+from poa_stream.processors.state import encode
+from poa_stream.streams.events import Contribution, EventError, Model, Usage, Validation
 
 
 def digest(payload: bytes) -> int:

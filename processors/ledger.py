@@ -20,7 +20,7 @@ from datetime import datetime
 
 import numpy as np
 
-from attribution.split import split_amount
+from poa_stream.attribution.split import split_amount
 
 ROLES = ("contributor", "operator", "validator", "protocol", "pool", "escrow")
 POOL_PREFIX = "pool:"  # pool accounts: pool:<datanet> (no other account may start so)

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from streams import topics
-from streams.events import canonical_json, format_ts
+from poa_stream.streams import topics
+from poa_stream.streams.events import canonical_json, format_ts
 
 Message = tuple[str, str, bytes]  # (topic, key, value)
 REWARD_FIELDS = ("entry_id", "epoch", "account", "role", "source", "amount", "ref_event_id", "ts")

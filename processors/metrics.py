@@ -36,7 +36,7 @@ from http.server import BaseHTTPRequestHandler
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from poa.httpd import BackgroundHTTPServer
+from poa_stream.httpd import BackgroundHTTPServer
 
 LAG_CACHE_S = 10.0
 LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)

@@ -27,9 +27,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from processors.messages import DEADLETTER_PAYLOAD_CHARS, FLAG_FIELDS, REWARD_FIELDS, Positioned, positioned_messages
-from sinks.base import Sink
-from streams.outbox import WHOLE, Interrupted, Mark, TransactionalOutbox
+from poa_stream.processors.messages import DEADLETTER_PAYLOAD_CHARS, FLAG_FIELDS, REWARD_FIELDS, Positioned, positioned_messages
+from poa_stream.sinks.base import Sink
+from poa_stream.streams.outbox import WHOLE, Interrupted, Mark, TransactionalOutbox
 
 log = logging.getLogger("poa.worker.output")
 

@@ -35,9 +35,9 @@ from datetime import datetime
 
 import numpy as np
 
-from attribution.split import split_amount
-from processors.corpus import CorpusArrays
-from processors.ledger import POOL_PREFIX, entry_id
+from poa_stream.attribution.split import split_amount
+from poa_stream.processors.corpus import CorpusArrays
+from poa_stream.processors.ledger import POOL_PREFIX, entry_id
 
 
 def pool_account(datanet: str) -> str:

@@ -15,13 +15,13 @@ from datetime import timedelta
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from poa.settings import Settings
-from processors.core import Core, Result
-from processors.snapshots import SnapshotError, Snapshots, code_fingerprint
-from sinks.base import Sink
-from sinks.lease import Lease
-from sinks.policy_log import open_schedule
-from streams import topics
+from poa_stream.settings import Settings
+from poa_stream.processors.core import Core, Result
+from poa_stream.processors.snapshots import SnapshotError, Snapshots, code_fingerprint
+from poa_stream.sinks.base import Sink
+from poa_stream.sinks.lease import Lease
+from poa_stream.sinks.policy_log import open_schedule
+from poa_stream.streams import topics
 
 REPLAY_TOPIC = "poa.replay"
 log = logging.getLogger("poa.replay")
@@ -197,7 +197,7 @@ def replay_into(records: Iterable[tuple[str, bytes]], settings: Settings, sink: 
 
 def replay_file(path: Path, settings: Settings, sink: Sink,
                 on_progress: Callable[[int], None] | None = None, in_order: bool = False) -> Core:
-    from attribution import warmup
+    from poa_stream.attribution import warmup
     warmup()
     return replay_into(((topic_of(l), l) for l in iter_lines(path)), settings, sink,
                        on_progress=on_progress, in_order=in_order)

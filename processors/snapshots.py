@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from processors import failpoints
+from poa_stream.processors import failpoints
 
 MAGIC = b"POASNAP\x01"
 FORMAT = 1

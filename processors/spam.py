@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from attribution.clusters import FarmClusters
-from attribution.quality import (Commonness, Familiarity, Reference, Thresholds, is_low_quality, OrderModel,
+from poa_stream.attribution.clusters import FarmClusters
+from poa_stream.attribution.quality import (Commonness, Familiarity, Reference, Thresholds, is_low_quality, OrderModel,
                                  low_quality_reasons, signals, text_form)
-from attribution.velocity import Interner, VelocityTracker
-from streams.policy import Policy
+from poa_stream.attribution.velocity import Interner, VelocityTracker
+from poa_stream.streams.policy import Policy
 
 
 def thresholds(p: Policy) -> Thresholds:

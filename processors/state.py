@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from streams.events import canonical_json, event_to_dict
+from poa_stream.streams.events import canonical_json, event_to_dict
 
 
 @dataclass

@@ -1,14 +1,14 @@
 """ClickHouse sinks: one contract (sinks.base.Sink), two engines (chdb embedded, clickhouse-connect)."""
 from __future__ import annotations
 
-from poa.settings import Settings
-from sinks.base import Sink
+from poa_stream.settings import Settings
+from poa_stream.sinks.base import Sink
 
 
 def open_sink(settings: Settings) -> Sink:
     """The sink chosen by settings: ``chdb`` (embedded, default) or ``http`` (a ClickHouse server)."""
     if settings.store_engine == "http":
-        from sinks.http_sink import HttpSink
+        from poa_stream.sinks.http_sink import HttpSink
         return HttpSink.from_settings(settings)
-    from sinks.chdb_sink import ChdbSink
+    from poa_stream.sinks.chdb_sink import ChdbSink
     return ChdbSink(settings.store_path, settings.clickhouse_database)

@@ -38,7 +38,7 @@ from datetime import datetime
 
 import numpy as np
 
-from sinks.ddl import DERIVED_TABLES, TABLES, WRITE_ORDER
+from poa_stream.sinks.ddl import DERIVED_TABLES, TABLES, WRITE_ORDER
 
 # ClickHouse error codes worth retrying: the server is overloaded, restarting, out of
 # memory or disk for now, or the connection broke. Anything else is a bug or bad data.
@@ -184,8 +184,8 @@ class Sink(ABC):
     def ensure_schema(self) -> None:
         """Create what is missing: the database, every table, columns added since a store
         was created, the dedup window on stores created before it, the lease and policy logs."""
-        from sinks.lease import LEASE_DDL
-        from sinks.policy_log import POLICY_DDL
+        from poa_stream.sinks.lease import LEASE_DDL
+        from poa_stream.sinks.policy_log import POLICY_DDL
         db = self.database
         self.command(f"CREATE DATABASE IF NOT EXISTS {db}")
         _, have = self.query(f"SELECT table, name, type FROM system.columns WHERE database = '{db}'")

@@ -62,7 +62,7 @@ import uuid
 import zlib
 from http.server import BaseHTTPRequestHandler
 
-from poa.httpd import BackgroundHTTPServer
+from poa_stream.httpd import BackgroundHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
 import lz4.frame

@@ -18,8 +18,8 @@ from pathlib import Path
 import pyarrow as pa
 from chdb import session as chdb_session
 
-from sinks.base import Sink
-from sinks.ddl import TABLES
+from poa_stream.sinks.base import Sink
+from poa_stream.sinks.ddl import TABLES
 
 _SESSIONS: dict[str, list] = {}  # path -> [session, refcount]
 _LOCK = threading.RLock()

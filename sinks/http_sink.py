@@ -14,9 +14,9 @@ from urllib.parse import urlparse
 
 import clickhouse_connect
 
-from poa.settings import Settings
-from sinks.base import Sink
-from sinks.ddl import TABLES
+from poa_stream.settings import Settings
+from poa_stream.sinks.base import Sink
+from poa_stream.sinks.ddl import TABLES
 
 
 # statements that return rows (and so take an output FORMAT); leading comments and brackets skipped

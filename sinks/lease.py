@@ -30,7 +30,7 @@ import socket
 import time
 import uuid
 
-from sinks.base import FatalSinkError, SinkError
+from poa_stream.sinks.base import FatalSinkError, SinkError
 
 LEASE_DDL = """CREATE TABLE IF NOT EXISTS {db}.writer_lease (
   `generation` UInt64, `owner` String, `pid` UInt32, `host` String,

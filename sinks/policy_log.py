@@ -11,8 +11,8 @@ differing field and says how to change policy explicitly.
 """
 from __future__ import annotations
 
-from sinks.base import Sink
-from streams.policy import Policy, PolicyMismatch, PolicySchedule, structural_changes
+from poa_stream.sinks.base import Sink
+from poa_stream.streams.policy import Policy, PolicyMismatch, PolicySchedule, structural_changes
 
 POLICY_DDL = """CREATE TABLE IF NOT EXISTS {db}.policy (
   `version` UInt32, `effective_epoch` UInt32, `fingerprint` String, `policy` String,

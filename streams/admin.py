@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from streams import topics
+from poa_stream.streams import topics
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def create_topics(conn, partitions: int, replication_factor: int = 1,
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    from streams.connection import as_connection
+    from poa_stream.streams.connection import as_connection
     if partitions < 1 or replication_factor < 1:
         raise ValueError("partitions and replication factor must be >= 1")
     admin = KafkaAdminClient(**as_connection(conn).kafka_python())
@@ -82,7 +82,7 @@ def group_progress(conn, group: str, topic_names=topics.INPUT_TOPICS) -> list[Pa
     """Begin/end/committed offsets of every partition of ``topic_names`` for ``group``."""
     from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-    from streams.connection import as_connection
+    from poa_stream.streams.connection import as_connection
     opts = as_connection(conn).kafka_python()
     admin = KafkaAdminClient(**opts)
     consumer = KafkaConsumer(**opts)

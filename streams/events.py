@@ -16,7 +16,7 @@ from typing import Annotated, Literal, Union
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
                       field_validator)
 
-from streams.policy import MAX_FEE_MICRO, MAX_INFLUENCE
+from poa_stream.streams.policy import MAX_FEE_MICRO, MAX_INFLUENCE
 
 MAX_TEXT_BYTES = 1 << 20            # content / output limit: 1 MiB of UTF-8
 MAX_MESSAGE_BYTES = 3 * (1 << 20)   # whole raw message limit (JSON escaping can triple)

@@ -64,7 +64,7 @@ class TransactionalOutbox:
         self.messages = 0
         self.mark: Mark | None = None
         self._partitioner = DefaultPartitioner()
-        from streams.connection import as_connection
+        from poa_stream.streams.connection import as_connection
         self.producer = AIOKafkaProducer(**as_connection(conn).aiokafka(), transactional_id=transactional_id,
                                          enable_idempotence=True, acks="all", max_request_size=4 << 20,
                                          max_batch_size=512 << 10, partitioner=self._partitioner,
@@ -183,7 +183,7 @@ def published_mark(conn, topic_names: Iterable[str], window: int = 64, timeout_s
     partition's last stable offset)."""
     from kafka import KafkaConsumer, TopicPartition
     deadline = time.monotonic() + timeout_s
-    from streams.connection import as_connection
+    from poa_stream.streams.connection import as_connection
     c = KafkaConsumer(**as_connection(conn).kafka_python(), enable_auto_commit=False, group_id=None,
                       isolation_level="read_committed", **client_kwargs)
     try:

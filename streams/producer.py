@@ -9,8 +9,8 @@ models by model_id, usage by model_id. ``send_raw`` produces bytes as they are
 """
 from __future__ import annotations
 
-from streams import topics
-from streams.events import (Contribution, Model, Usage, Validation, decode_event,
+from poa_stream.streams import topics
+from poa_stream.streams.events import (Contribution, Model, Usage, Validation, decode_event,
                             encode_event)
 
 MAX_REQUEST_BYTES = 4 << 20
@@ -29,7 +29,7 @@ class EventProducer:
         """``conn``: a streams.connection.KafkaConnection or a bare bootstrap string (PLAINTEXT)."""
         from kafka import KafkaProducer
 
-        from streams.connection import as_connection
+        from poa_stream.streams.connection import as_connection
         self._p = KafkaProducer(**as_connection(conn).kafka_python(), acks="all", linger_ms=20,
                                 max_request_size=MAX_REQUEST_BYTES, **client_kwargs)
 
@@ -60,7 +60,7 @@ class EventProducer:
 
 def raw_key(raw: bytes) -> bytes | None:
     """The partition key of a raw message when it decodes; None for a malformed one."""
-    from streams.events import EventError
+    from poa_stream.streams.events import EventError
     try:
         return key_of(decode_event(raw)).encode()
     except EventError:

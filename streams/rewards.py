@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from streams import topics
+from poa_stream.streams import topics
 
 
 def tail_rewards(conn, account: str, from_beginning: bool = True, follow: bool = True,
                  poll_ms: int = 500, **client_kwargs) -> Iterator[dict]:
     from kafka import KafkaConsumer, TopicPartition
 
-    from streams.connection import as_connection
+    from poa_stream.streams.connection import as_connection
     consumer = KafkaConsumer(**as_connection(conn).kafka_python(), enable_auto_commit=False, group_id=None,
                              isolation_level="read_committed", **client_kwargs)
     try:

@@ -23,7 +23,7 @@ from pathlib import Path
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
-from streams.events import canonical_json, decode_event, event_to_dict
+from poa_stream.streams.events import canonical_json, decode_event, event_to_dict
 
 
 def signed_bytes(event_dict: dict) -> bytes:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from poa.settings import Settings
+from poa_stream.settings import Settings
 from support.kafka import local_kafka_settings
 
 
@@ -32,7 +32,7 @@ def database() -> str:
 
 @pytest.fixture
 def sink(chdb_path, database):
-    from sinks.chdb_sink import ChdbSink
+    from poa_stream.sinks.chdb_sink import ChdbSink
     s = ChdbSink(chdb_path, database)
     s.ensure_schema()
     yield s
@@ -41,7 +41,7 @@ def sink(chdb_path, database):
 
 @pytest.fixture(scope="session")
 def ch_http(chdb_path):
-    from sinks.ch_http import ChdbHttpServer
+    from poa_stream.sinks.ch_http import ChdbHttpServer
     with ChdbHttpServer(str(chdb_path)) as server:
         yield server
 
@@ -53,7 +53,7 @@ def settings(tmp_path) -> Settings:
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory) -> str:
-    from poa.kafka_local import KafkaSetupError, LocalKafka, missing_tools
+    from poa_stream.kafka_local import KafkaSetupError, LocalKafka, missing_tools
     configured = os.environ.get("POA_TEST_KAFKA_BOOTSTRAP")
     if configured:
         yield configured

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import yaml
 
-from poa.alerts import AlertThresholds, grafana_provisioning, prometheus_rules, rules, write_all
+from poa_stream.alerts import AlertThresholds, grafana_provisioning, prometheus_rules, rules, write_all
 
 T = AlertThresholds()
 
@@ -74,14 +74,14 @@ def test_provisioning_files(tmp_path):
         assert rule["condition"] in refs and refs["A"]["datasourceUid"] == "poa-clickhouse"
         assert refs["C"]["model"]["expression"] == "B" and refs["B"]["model"]["expression"] == "A"
     # the committed files are the generated ones (regenerate with `poa grafana generate`)
-    from poa.alerts import GRAFANA_ALERTS, PROMETHEUS_ALERTS
+    from poa_stream.alerts import GRAFANA_ALERTS, PROMETHEUS_ALERTS
     assert GRAFANA_ALERTS.read_text() == g.read_text() and PROMETHEUS_ALERTS.read_text() == p.read_text()
 
 
 def test_prometheus_rules_name_exported_metrics():
     from types import SimpleNamespace
 
-    from processors.metrics import WorkerMetrics
+    from poa_stream.processors.metrics import WorkerMetrics
     m = WorkerMetrics()
     m.attach(SimpleNamespace(core=SimpleNamespace(seq=0, buffer=[]), outbox=None, _published_seq=0,
                              last_snapshot_unix=1.0, readiness=lambda: (True, {})), lag_source=lambda: [])

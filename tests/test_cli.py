@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
-from poa.scenario import generate, write
+from poa_stream.scenario import generate, write
 
 
 def poa(*args, check=True, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "poa.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "poa_stream.cli", *args], capture_output=True, text=True,
                           check=check, timeout=600, **kw)
 
 
@@ -139,7 +139,7 @@ def test_demo_without_java_runs_the_replay_path(tmp_path):
     env = {**os.environ, "PATH": str(bindir), "POA_HOME": str(tmp_path / "home")}
     env.pop("POA_KAFKA_BOOTSTRAP", None)
     assert shutil.which("java", path=str(bindir)) is None
-    out = subprocess.run([sys.executable, "-m", "poa.cli", "demo", "--scale", "0.1"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "poa_stream.cli", "demo", "--scale", "0.1"], capture_output=True,
                          text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout.replace("\n", " ")
@@ -147,8 +147,8 @@ def test_demo_without_java_runs_the_replay_path(tmp_path):
     assert "usage events whose credits != fee" in text
     assert (tmp_path / "home" / "demo" / "report.html").exists()
     # the other commands find the store the demo left (no --store): not an empty default one
-    where = subprocess.run([sys.executable, "-m", "poa.cli", "store"], capture_output=True, text=True, env=env)
+    where = subprocess.run([sys.executable, "-m", "poa_stream.cli", "store"], capture_output=True, text=True, env=env)
     assert str(tmp_path / "home" / "demo" / "store") in where.stdout.replace("\n", "")
-    n = subprocess.run([sys.executable, "-m", "poa.cli", "sql", "SELECT count() FROM reward_ledger"],
+    n = subprocess.run([sys.executable, "-m", "poa_stream.cli", "sql", "SELECT count() FROM reward_ledger"],
                        capture_output=True, text=True, env=env)
     assert n.returncode == 0 and int(n.stdout) > 0, n.stderr

@@ -7,12 +7,12 @@ import socket
 import subprocess
 import sys
 
-from streams.events import decode_event
-from streams.signing import KeyRegistry
+from poa_stream.streams.events import decode_event
+from poa_stream.streams.signing import KeyRegistry
 
 
 def poa(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "poa.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "poa_stream.cli", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_keys_new_then_signed_emit_verifies(tmp_path):
@@ -42,7 +42,7 @@ def test_unreachable_kafka_is_one_line():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env_out = subprocess.run([sys.executable, "-m", "poa.cli", "emit", "usage", "--model-id", "m", "--fee", "1",
+    env_out = subprocess.run([sys.executable, "-m", "poa_stream.cli", "emit", "usage", "--model-id", "m", "--fee", "1",
                               "--output", "x", "--bootstrap", f"127.0.0.1:{port}"], capture_output=True, text=True,
                              timeout=120, env={**os.environ, "POA_CLIENT_TIMEOUT_S": "2"})
     assert env_out.returncode == 1

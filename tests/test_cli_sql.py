@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-from poa.scenario import generate, write
+from poa_stream.scenario import generate, write
 
 
 def poa(*args, env=None, input=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "poa.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "poa_stream.cli", *args], capture_output=True, text=True,
                           timeout=600, env=env, input=input)
 
 
@@ -101,7 +101,7 @@ def test_version_and_clean_help():
 
 
 def test_tokens_are_exact():
-    from poa.cli_contrib import tokens
+    from poa_stream.cli_contrib import tokens
     assert tokens(1_234_567) == "1.234567" and tokens(-5) == "-0.000005" and tokens(0) == "0.000000"
     assert tokens(10**24 + 1) == "1,000,000,000,000,000,000.000001"  # no float rounding
 

@@ -15,13 +15,13 @@ import uuid
 import pytest
 from support.kafka import local_kafka_settings
 
-from poa.client import AsyncClient, Client, ClientError, DeliveryError
-from poa.kafka_local import LocalKafka
-from streams.admin import create_topics
-from poa.settings import Settings
-from streams import topics
-from streams.events import EventError
-from streams.signing import KeyRegistry
+from poa_stream.client import AsyncClient, Client, ClientError, DeliveryError
+from poa_stream.kafka_local import LocalKafka
+from poa_stream.streams.admin import create_topics
+from poa_stream.settings import Settings
+from poa_stream.streams import topics
+from poa_stream.streams.events import EventError
+from poa_stream.streams.signing import KeyRegistry
 
 pytestmark = pytest.mark.kafka
 
@@ -46,7 +46,7 @@ def _read(bootstrap: str, deliveries) -> dict[str, dict]:
 
 
 def test_sync_client_returns_deliveries_that_are_in_kafka(kafka_bootstrap, tmp_path):
-    from poa.client import new_key
+    from poa_stream.client import new_key
     key = new_key("op-1")
     (tmp_path / "k.json").write_text(json.dumps(key))
     rid = f"req-{uuid.uuid4().hex}"
@@ -58,7 +58,7 @@ def test_sync_client_returns_deliveries_that_are_in_kafka(kafka_bootstrap, tmp_p
     got = _read(kafka_bootstrap, [d])[d.event_id]
     assert got["request_id"] == rid and got["signer"] == "op-1"
     # the signature verifies against the registered public key (what the worker checks)
-    from streams.events import decode_event
+    from poa_stream.streams.events import decode_event
     assert KeyRegistry({"op-1": key["public_key"]}).check(decode_event(json.dumps(got)), "op-1") is None
 
 

@@ -23,7 +23,7 @@ import re
 import pytest
 import yaml
 
-from poa.settings import Settings
+from poa_stream.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -215,8 +215,8 @@ def test_worker_as_the_image_runs_it(kafka_bootstrap, ch_http, database):
     http store as in compose: it processes events and writes nothing in its working directory."""
     from support.events_factory import scenario
 
-    from poa.kafka_local import reset_topics
-    from streams.producer import produce_records
+    from poa_stream.kafka_local import reset_topics
+    from poa_stream.streams.producer import produce_records
     reset_topics(kafka_bootstrap, 3)
     base = Path(tempfile.mkdtemp(prefix="poa-image-"))
     cwd, home, numba = base / "app", base / "home", base / "numba"
@@ -225,7 +225,7 @@ def test_worker_as_the_image_runs_it(kafka_bootstrap, ch_http, database):
     (cwd / "README").write_text("read-only working directory\n")
     os.chmod(base, 0o755)
     os.chmod(cwd, 0o555)
-    cmd = [sys.executable, "-m", "poa.cli", "worker"]
+    cmd = [sys.executable, "-m", "poa_stream.cli", "worker"]
     user = None
     if os.geteuid() == 0:
         if world_executable(Path(sys.executable).resolve()) and world_readable_tree(ROOT):
@@ -297,7 +297,7 @@ def test_worker_environment_matches_settings():
 def test_commands_exist_in_cli():
     from typer.main import get_command
 
-    from poa.cli import app
+    from poa_stream.cli import app
     commands = set(get_command(app).commands)
     for name in ("worker", "producer", "topics"):
         cmd = SERVICES[name]["command"]

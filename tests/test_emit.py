@@ -10,15 +10,15 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from poa.emit import (build_event, contribution_event, emit_usage, model_event, usage_event,
+from poa_stream.emit import (build_event, contribution_event, emit_usage, model_event, usage_event,
                       usage_event_id, validation_event)
-from streams.events import EventError, decode_event, encode_event
+from poa_stream.streams.events import EventError, decode_event, encode_event
 
 NO_BROKER = "127.0.0.1:9"  # nothing listens there: a connection attempt would fail loudly
 
 
 def _cli() -> typer.Typer:
-    from poa.cli_tools import emit_app
+    from poa_stream.cli_tools import emit_app
     app = typer.Typer()
     app.add_typer(emit_app, name="emit")
     app.command("noop")(lambda: None)
@@ -116,8 +116,8 @@ def test_cli_dry_run_prints_the_canonical_event(tmp_path):
 def test_emit_produces_to_the_broker_and_reads_back(kafka_bootstrap):
     from kafka import KafkaConsumer, TopicPartition
 
-    from poa.kafka_local import ensure_topics
-    from streams import topics
+    from poa_stream.kafka_local import ensure_topics
+    from poa_stream.streams import topics
     ensure_topics(kafka_bootstrap, 3)
     request_id = f"r-{uuid.uuid4().hex}"
     res = _run("usage", "--model-id", "m-emit-test", "--fee", "1000", "--output", "an answer",
@@ -147,12 +147,12 @@ def test_emit_produces_to_the_broker_and_reads_back(kafka_bootstrap):
 def test_docstring_examples():
     import doctest
 
-    import poa.emit
-    assert doctest.testmod(poa.emit).failed == 0
+    import poa_stream.emit as emit
+    assert doctest.testmod(emit).failed == 0
 
 
 def test_usage_event_ids_derive_from_the_request_id_on_every_path():
-    from poa.emit import build_event, usage_event, usage_event_id
+    from poa_stream.emit import build_event, usage_event, usage_event_id
     a = usage_event(model_id="m", fee=1, output="x", request_id="r-9", ts="2026-01-01T00:00:00Z")
     b = build_event("usage", {"model_id": "m", "fee": 1, "output": "x", "request_id": "r-9"},
                     ts="2026-01-01T00:00:00Z")  # the --json / --file path

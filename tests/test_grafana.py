@@ -22,7 +22,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from poa import grafana as g
+from poa_stream import grafana as g
 from support.grafana_macros import MacroError, expand
 from support.seeded_store import TIME_FROM, TIME_TO, add_synthetic_pipeline_metrics, seeded_sink
 
@@ -174,8 +174,8 @@ def test_dashboard_json_carries_clickhouse_targets():
 def test_poa_works_without_the_grafana_extra(tmp_path):
     """The runtime never imports the SDK; the commands that need it say how to install it."""
     code = ("import sys; sys.modules['grafana_foundation_sdk'] = None; sys.modules['grafana_client'] = None\n"
-            "import poa.cli_tools, poa.emit, poa.grafana, poa.report\n"
-            "from poa.grafana import GrafanaExtraMissing, generate_all, push\n"
+            "import poa_stream.cli_tools, poa_stream.emit, poa_stream.grafana, poa_stream.report\n"
+            "from poa_stream.grafana import GrafanaExtraMissing, generate_all, push\n"
             "for call in (lambda: generate_all(sys.argv[1]), lambda: push('http://127.0.0.1:9', 't')):\n"
             "    try:\n        call()\n    except GrafanaExtraMissing as exc:\n        print(exc)\n")
     res = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
@@ -185,7 +185,7 @@ def test_poa_works_without_the_grafana_extra(tmp_path):
 
 
 def _cli() -> typer.Typer:
-    from poa.cli_tools import grafana_app
+    from poa_stream.cli_tools import grafana_app
     app = typer.Typer()
     app.add_typer(grafana_app, name="grafana")
     app.command("noop")(lambda: None)

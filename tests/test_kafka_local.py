@@ -8,7 +8,7 @@ import sys
 import pytest
 from support.kafka import local_kafka_settings
 
-from poa.kafka_local import LocalKafka
+from poa_stream.kafka_local import LocalKafka
 
 pytestmark = pytest.mark.kafka
 
@@ -17,7 +17,7 @@ def poa(*args, check=False):
     s = local_kafka_settings()
     env = {**os.environ, "POA_HOME": str(s.home), "POA_KAFKA_LOCAL_PORT": str(s.kafka_local_port),
            "POA_KAFKA_LOCAL_CONTROLLER_PORT": str(s.kafka_local_controller_port)}
-    return subprocess.run([sys.executable, "-m", "poa.cli", "kafka", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "poa_stream.cli", "kafka", *args], capture_output=True,
                           text=True, env=env, timeout=300, check=check)
 
 
@@ -44,10 +44,10 @@ def test_start_is_idempotent_and_topics_exist(kafka_bootstrap):
 
 def test_status_of_a_stopped_broker(tmp_path):
     env = {**os.environ, "POA_HOME": str(tmp_path), "POA_KAFKA_LOCAL_PORT": "19999"}
-    out = subprocess.run([sys.executable, "-m", "poa.cli", "kafka", "status"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "poa_stream.cli", "kafka", "status"], capture_output=True,
                          text=True, env=env, timeout=120)
     assert out.returncode == 3 and "stopped" in out.stdout
-    stop = subprocess.run([sys.executable, "-m", "poa.cli", "kafka", "stop"], capture_output=True,
+    stop = subprocess.run([sys.executable, "-m", "poa_stream.cli", "kafka", "stop"], capture_output=True,
                           text=True, env=env, timeout=120)
     assert stop.returncode == 0 and "no local broker was running" in stop.stdout
 
@@ -57,8 +57,8 @@ def test_format_never_passes_a_cluster_id_that_reads_as_an_option(tmp_path, monk
     tool would read as an option (a flaky start). The first id drawn here is such a one."""
     import uuid as uuid_mod
 
-    import poa.kafka_local as kl
-    from poa.settings import Settings
+    import poa_stream.kafka_local as kl
+    from poa_stream.settings import Settings
     libs = LocalKafka(local_kafka_settings()).libs
     if not (libs / ".complete").exists():
         pytest.skip("the broker's jars are not resolved here")

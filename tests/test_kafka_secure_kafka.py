@@ -20,14 +20,14 @@ from support.events_factory import scenario
 from support.kafka import local_kafka_settings
 from support.worker import WorkerProcess
 
-from poa.client import AsyncClient, Client, ClientError
-from poa.kafka_local import LocalKafka
-from poa.settings import Settings
-from processors.replay import process_all
-from streams.admin import create_topics, group_progress
-from streams.connection import KafkaConfigError, KafkaConnection
-from streams import topics
-from streams.producer import produce_records
+from poa_stream.client import AsyncClient, Client, ClientError
+from poa_stream.kafka_local import LocalKafka
+from poa_stream.settings import Settings
+from poa_stream.processors.replay import process_all
+from poa_stream.streams.admin import create_topics, group_progress
+from poa_stream.streams.connection import KafkaConfigError, KafkaConnection
+from poa_stream.streams import topics
+from poa_stream.streams.producer import produce_records
 
 pytestmark = pytest.mark.kafka
 
@@ -151,7 +151,7 @@ def test_worker_scenario_over_sasl_ssl_scram(secure_broker, tmp_path, settings):
     _drop_topics(broker.bootstrap)  # earlier tests here wrote usage events: start from no topics
     env = env_for(info, "SASL_SSL", "SCRAM-SHA-512")
     run_env = {**os.environ, **env}
-    out = subprocess.run([sys.executable, "-m", "poa.cli", "topics", "create"], env=run_env,
+    out = subprocess.run([sys.executable, "-m", "poa_stream.cli", "topics", "create"], env=run_env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "created topics" in out.stdout, out.stderr
     conn = settings_for(tmp_path, info, "SASL_SSL", "SCRAM-SHA-512").kafka()
@@ -179,7 +179,7 @@ def test_worker_scenario_over_sasl_ssl_scram(secure_broker, tmp_path, settings):
     for r in expected.rows["reward_ledger"]:
         want[r["account"]] = want.get(r["account"], 0) + r["amount"]
     for account in sorted(want, key=want.get)[-2:]:  # the outbox published the credits, the tail reads them
-        out = subprocess.run([sys.executable, "-m", "poa.cli", "rewards", "tail", "--account", account,
+        out = subprocess.run([sys.executable, "-m", "poa_stream.cli", "rewards", "tail", "--account", account,
                               "--no-follow", "--json"], env=run_env, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         credits = [json.loads(line) for line in out.stdout.splitlines()]

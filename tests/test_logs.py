@@ -8,7 +8,7 @@ import logging.config
 
 import pytest
 
-from poa.logs import LIBRARIES, logging_config
+from poa_stream.logs import LIBRARIES, logging_config
 
 
 @pytest.fixture(autouse=True)

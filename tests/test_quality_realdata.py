@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import pytest
 
-from poa.quality_eval import evaluate, table
-from poa.realdata import corpus, split
+from poa_stream.quality_eval import evaluate, table
+from poa_stream.realdata import corpus, split
 
 
 @pytest.fixture(scope="module")

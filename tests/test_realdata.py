@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from poa import realdata
-from poa.realdata import KINDS, Item, corpus, split
+from poa_stream import realdata
+from poa_stream.realdata import KINDS, Item, corpus, split
 
 debian_only = pytest.mark.skipif(not os.path.exists("/etc/debian_version"),
                                  reason="needs the Debian sources of this machine")

@@ -20,8 +20,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from poa import grafana as g
-from poa.report import concentration, render, write_report
+from poa_stream import grafana as g
+from poa_stream.report import concentration, render, write_report
 from support.grafana_macros import expand
 from support.seeded_store import DATABASE, TIME_FROM, TIME_TO, seeded_sink
 
@@ -146,7 +146,7 @@ def test_report_renders_in_headless_chromium(store, tmp_path):
 
 
 def test_cli_report_writes_the_file(store, chdb_path, tmp_path):
-    from poa.cli_tools import report
+    from poa_stream.cli_tools import report
     app = typer.Typer()
     app.command("report")(report)
     app.command("noop")(lambda: None)
@@ -160,8 +160,8 @@ def test_cli_report_writes_the_file(store, chdb_path, tmp_path):
 def test_docstring_examples():
     import doctest
 
-    import poa.report
-    result = doctest.testmod(poa.report)
+    import poa_stream.report as report
+    result = doctest.testmod(report)
     assert result.attempted >= 2 and result.failed == 0
 
 
@@ -191,12 +191,12 @@ def test_wash_flags_in_the_report_and_the_dashboard_panel(chdb_path, tmp_path):
     the honest operator is in neither."""
     import json
 
-    from poa import adversarial as A
-    from poa.report import _wash_flags, Store
-    from poa.settings import Settings
-    from processors.core import Core
-    from processors.replay import replay
-    from sinks.chdb_sink import ChdbSink
+    from poa_stream import adversarial as A
+    from poa_stream.report import _wash_flags, Store
+    from poa_stream.settings import Settings
+    from poa_stream.processors.core import Core
+    from poa_stream.processors.replay import replay
+    from poa_stream.sinks.chdb_sink import ChdbSink
     pf = tmp_path / "policy.json"
     pf.write_text(json.dumps(A.policy_for("fee0", 1)))
     sink = ChdbSink(chdb_path, "wash_fee0")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from support.png import ink, read_png, unfilter
 
-from poa.report import render
+from poa_stream.report import render
 
 DATABASE = "report_gap"
 T0 = datetime(2026, 1, 1, 9, tzinfo=timezone.utc)
@@ -53,10 +53,10 @@ def _events() -> list[tuple[str, bytes]]:
 
 @pytest.fixture(scope="module")
 def gap_html(chdb_path, tmp_path_factory):
-    from poa.settings import Settings
-    from processors.core import Core
-    from processors.replay import replay
-    from sinks.chdb_sink import ChdbSink
+    from poa_stream.settings import Settings
+    from poa_stream.processors.core import Core
+    from poa_stream.processors.replay import replay
+    from poa_stream.sinks.chdb_sink import ChdbSink
     sink = ChdbSink(chdb_path, DATABASE)
     try:
         sink.ensure_schema()

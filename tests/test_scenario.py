@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from poa.scenario import Scenario, generate, write
+from poa_stream.scenario import Scenario, generate, write
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPICS = {"contribution": "poa.contributions", "validation": "poa.validations",
@@ -199,7 +199,7 @@ def test_malformed_records_match_truth(scen):
 
 
 def test_malformed_records_agree_with_the_decoder(scen):
-    events = pytest.importorskip("streams.events")
+    events = pytest.importorskip("poa_stream.streams.events")
     bad = {m["index"] for m in scen.truth["malformed"]}
     for i, (_, raw) in enumerate(scen.records):
         if i in bad:

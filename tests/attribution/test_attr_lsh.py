@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from attribution.lsh import LSHIndex, NearDupIndex, band_keys, optimal_params
-from attribution.shingles import shingles
+from poa_stream.attribution.lsh import LSHIndex, NearDupIndex, band_keys, optimal_params
+from poa_stream.attribution.shingles import shingles
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from attribution.minhash import (EMPTY, MinHasher, jaccard, sketch, sketch_batch,
+from poa_stream.attribution.minhash import (EMPTY, MinHasher, jaccard, sketch, sketch_batch,
                                  sketch_params, sketch_tokens_batch)
-from attribution.shingles import shingles
+from poa_stream.attribution.shingles import shingles
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 M64, M32 = (1 << 64) - 1, (1 << 32) - 1
@@ -72,7 +72,7 @@ def test_empty_set_seeds_and_hasher():
     assert np.array_equal(h.signature(toks), MinHasher().signature(toks))
     assert not np.array_equal(h.signature(toks), MinHasher(seed=2).signature(toks))
     assert np.array_equal(h.batch_texts(["a b c d e f g"])[0], h.signature(
-        np.asarray(__import__("attribution.text").text.token_hashes("a b c d e f g"))))
+        np.asarray(__import__("importlib").import_module("poa_stream.attribution.text").token_hashes("a b c d e f g"))))
     with pytest.raises(ValueError):
         MinHasher(scheme="nope")
     with pytest.raises(ValueError):

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from attribution.shingles import ngram_hashes, shingles, shingles_batch
-from attribution.text import mix64
+from poa_stream.attribution.shingles import ngram_hashes, shingles, shingles_batch
+from poa_stream.attribution.text import mix64
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 

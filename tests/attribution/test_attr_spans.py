@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from attribution import span_kernels as K
-from attribution.spans import NgramIndex, SpanIndex, allowed_mask_from
+from poa_stream.attribution import span_kernels as K
+from poa_stream.attribution.spans import NgramIndex, SpanIndex, allowed_mask_from
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 

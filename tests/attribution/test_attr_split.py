@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from attribution.split import split_amount, split_exact, split_quantized
+from poa_stream.attribution.split import split_amount, split_exact, split_quantized
 
 weights_int = st.lists(st.integers(0, 10**12), min_size=1, max_size=20).filter(lambda w: sum(w) > 0)
 weights_float = st.lists(st.floats(0.0, 1e9, allow_nan=False, allow_infinity=False),

@@ -5,9 +5,9 @@ import sys
 CHECK = r"""
 import importlib, json
 from numba.core.registry import CPUDispatcher
-from attribution import warmup
+from poa_stream.attribution import warmup
 secs = warmup()
-mods = [importlib.import_module("attribution." + m) for m in
+mods = [importlib.import_module("poa_stream.attribution." + m) for m in
         ("text", "shingles", "minhash", "lsh", "vocab", "span_kernels", "split")]
 def table():
     out = {}
@@ -27,11 +27,11 @@ ENTRY = ["text.tokenize_utf8", "text.sequence_hash", "text.hash_words", "shingle
 # a production-like sequence with the caller's own types, growing every table
 import numpy as np
 words = " ".join(f"w{i}" for i in range(3000))
-from attribution.text import token_hashes, content_hash
-from attribution.shingles import shingles
-from attribution.lsh import NearDupIndex
-from attribution.spans import NgramIndex, SpanIndex, allowed_mask_from
-from attribution.split import split_amount
+from poa_stream.attribution.text import token_hashes, content_hash
+from poa_stream.attribution.shingles import shingles
+from poa_stream.attribution.lsh import NearDupIndex
+from poa_stream.attribution.spans import NgramIndex, SpanIndex, allowed_mask_from
+from poa_stream.attribution.split import split_amount
 nd, idx, old = NearDupIndex(), SpanIndex(8), NgramIndex(8)
 for i, text in enumerate(["Ein Vertrag über die Lieferung von Äpfeln und Birnen an Köln " * 3,
                           "the quick brown fox jumps over the lazy dog again and again " * 3]

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from attribution.clusters import FarmClusters, dense_windows, find, union, walk
-from attribution.velocity import Interner
-from poa.scenario import DUP_J, generate, jaccard, shingles, words
+from poa_stream.attribution.clusters import FarmClusters, dense_windows, find, union, walk
+from poa_stream.attribution.velocity import Interner
+from poa_stream.scenario import DUP_J, generate, jaccard, shingles, words
 
 edges = st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30), st.integers(0, 5), st.integers(0, 5)), max_size=40)
 

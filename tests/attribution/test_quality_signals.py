@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from attribution.quality import (DEFAULT_THRESHOLDS, Familiarity, QualitySignals, bigram_slots,
+from poa_stream.attribution.quality import (DEFAULT_THRESHOLDS, Familiarity, QualitySignals, bigram_slots,
                                  is_low_quality, low_quality_reasons, sentence_ends, signals, token_stats)
-from attribution.text import token_hashes
-from poa.scenario import generate
+from poa_stream.attribution.text import token_hashes
+from poa_stream.scenario import generate
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 
@@ -129,7 +129,7 @@ def test_scenario_honest_texts_rarely_flagged(scenario_flags):
 # --- word order (attribution.quality.OrderModel): word salad is familiar words in no order
 
 def _brute_ordered(toks, ref_words, ref_pairs, learned_words, learned_pairs):
-    from attribution.quality import Reference
+    from poa_stream.attribution.quality import Reference
     w, p = Reference.keys_of(toks)
     kw = [int(x) in ref_words or int(x) in learned_words for x in w]
     known = seen = 0
@@ -144,7 +144,7 @@ def _brute_ordered(toks, ref_words, ref_pairs, learned_words, learned_pairs):
 @given(st.lists(st.integers(0, 30), min_size=0, max_size=40), st.lists(st.integers(0, 30), max_size=60),
        st.lists(st.integers(0, 30), max_size=60))
 def test_ordered_pairs_matches_brute_force_and_py_func(text, ref_text, learned_text):
-    from attribution.quality import OrderModel, Reference, ordered_pairs
+    from poa_stream.attribution.quality import OrderModel, Reference, ordered_pairs
     toks = np.array(text, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
     rt = np.array(ref_text, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
     lt = np.array(learned_text, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
@@ -160,7 +160,7 @@ def test_ordered_pairs_matches_brute_force_and_py_func(text, ref_text, learned_t
 
 def test_order_model_tells_word_salad_from_text():
     import random
-    from attribution.quality import OrderModel
+    from poa_stream.attribution.quality import OrderModel
     texts = [f"the {w} of the system is used to read the {v} and to write it back when the user asks for it"
              for w in ("state", "file", "name", "size", "list") for v in ("data", "table", "entry")]
     m = OrderModel()
@@ -179,7 +179,7 @@ def test_shipped_reference_catches_salad_of_common_words():
     """The shipped reference (built from the calibration half of real corpora) judges a
     datanet from its first text on: a real-looking sentence passes, its words shuffled do not."""
     import random
-    from attribution.quality import OrderModel, Reference
+    from poa_stream.attribution.quality import OrderModel, Reference
     m = OrderModel(Reference.load())
     assert m.reference.words.shape[0] > 10_000 and m.reference.pairs.shape[0] > 50_000
     text = ("This package contains the development files for the library. It is used to build "
@@ -196,7 +196,7 @@ def test_shipped_reference_catches_salad_of_common_words():
 
 
 def test_text_form_ragged_tables_and_tab_indented_code():
-    from attribution.quality import text_form
+    from poa_stream.attribution.quality import text_form
     csv = ("version,codename,series,created,release,eol,eol-server,eol-esm,eol-legacy\n"
            "17.04,Zesty Zapus,zesty,2016-10-13,2017-04-13,2018-01-13\n"
            "18.04 LTS,Bionic Beaver,bionic,2017-10-19,2018-04-26,2023-05-31,2023-05-31,2028-04-26,2030-04-30\n"

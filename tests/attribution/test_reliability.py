@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import attribution.reliability as rel
-from attribution.reliability import OnlineDawidSkene
-from attribution.velocity import Interner
-from poa.scenario import generate
+import poa_stream.attribution.reliability as rel
+from poa_stream.attribution.reliability import OnlineDawidSkene
+from poa_stream.attribution.velocity import Interner
+from poa_stream.scenario import generate
 
 votes_st = st.lists(st.tuples(st.integers(0, 5), st.integers(0, 12), st.booleans(),
                               st.sampled_from([0, 300_000, 1_000_000, 50_000_000])), max_size=60)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from attribution.velocity import Interner, VelocityTracker, observe_loop
-from poa.scenario import generate
+from poa_stream.attribution.velocity import Interner, VelocityTracker, observe_loop
+from poa_stream.scenario import generate
 
 seqs = st.lists(st.tuples(st.integers(0, 4), st.floats(0, 5_000, allow_nan=False)), max_size=60)
 

@@ -14,10 +14,10 @@ import pytest
 from support.events_factory import scenario, usage
 from support.worker import WorkerProcess
 
-from poa.kafka_local import reset_topics
-from processors.core import Result
-from processors.replay import process_all
-from streams.producer import produce_records
+from poa_stream.kafka_local import reset_topics
+from poa_stream.processors.core import Result
+from poa_stream.processors.replay import process_all
+from poa_stream.streams.producer import produce_records
 
 pytestmark = pytest.mark.kafka
 
@@ -84,7 +84,7 @@ def test_worker_over_http_matches_replay_and_ignores_redelivery(topics_fresh, ch
 
     # a contributor follows their reward stream: `poa rewards tail` sums to the store's sum
     for account in ("alice", "op-base"):
-        out = subprocess.run([sys.executable, "-m", "poa.cli", "rewards", "tail", "--account", account,
+        out = subprocess.run([sys.executable, "-m", "poa_stream.cli", "rewards", "tail", "--account", account,
                               "--no-follow", "--json"], capture_output=True, text=True, timeout=120,
                              env={**os.environ, "POA_KAFKA_BOOTSTRAP": topics_fresh}, check=True)
         credits = [json.loads(line) for line in out.stdout.splitlines()]
@@ -92,7 +92,7 @@ def test_worker_over_http_matches_replay_and_ignores_redelivery(topics_fresh, ch
         assert sum(c["amount"] for c in credits) == sink.scalar(
             f"SELECT sum(amount) FROM {db}.reward_ledger WHERE account = '{account}'")
         # the text form: one line per credit however narrow the terminal, amounts in tokens
-        lines = subprocess.run([sys.executable, "-m", "poa.cli", "rewards", "tail", "--account", account,
+        lines = subprocess.run([sys.executable, "-m", "poa_stream.cli", "rewards", "tail", "--account", account,
                                 "--no-follow"], capture_output=True, text=True, timeout=120, check=True,
                                env={**os.environ, "POA_KAFKA_BOOTSTRAP": topics_fresh, "COLUMNS": "40"}).stdout.splitlines()
         total = sum(c["amount"] for c in credits)
@@ -102,7 +102,7 @@ def test_worker_over_http_matches_replay_and_ignores_redelivery(topics_fresh, ch
     # the pipeline-health panels run on the metrics this real worker wrote
     from datetime import timedelta
     from support.grafana_macros import expand
-    from poa.grafana import all_panels
+    from poa_stream.grafana import all_panels
     _, span = sink.query(f"SELECT min(ts), max(ts) FROM {db}.pipeline_metrics")
     t0, t1 = (t.replace(tzinfo=timezone.utc) for t in span[0])
     sink.use_database()
@@ -140,7 +140,7 @@ def test_worker_with_embedded_store_then_poa_sql(topics_fresh, settings, tmp_pat
         seen = []
         for part in (records[half:], []):  # queries while the worker ingests the second half
             produce(topics_fresh, part) if part else None
-            live = subprocess.run([sys.executable, "-m", "poa.cli", "sql", "SELECT count() FROM events"],
+            live = subprocess.run([sys.executable, "-m", "poa_stream.cli", "sql", "SELECT count() FROM events"],
                                   capture_output=True, text=True, env=sql_env, timeout=120)
             assert live.returncode == 0, live.stderr
             seen.append(int(live.stdout))
@@ -157,7 +157,7 @@ def test_worker_with_embedded_store_then_poa_sql(topics_fresh, settings, tmp_pat
                      what="/ready")
         ready = json.loads(urllib.request.urlopen(ep["url"] + "/ready", timeout=10).read())
         assert ready["assigned"] and ready["restored"]
-        where = subprocess.run([sys.executable, "-m", "poa.cli", "store"], capture_output=True, text=True,
+        where = subprocess.run([sys.executable, "-m", "poa_stream.cli", "store"], capture_output=True, text=True,
                                env=sql_env, timeout=60)
         assert "served read-only by the running worker" in where.stdout
         client.close()
@@ -184,7 +184,7 @@ def test_worker_with_embedded_store_then_poa_sql(topics_fresh, settings, tmp_pat
     finally:
         assert w.stop() == 0, w.log_tail()
     assert not endpoint.exists()  # a stopped worker serves nothing; readers open the store again
-    out = subprocess.run([sys.executable, "-m", "poa.cli", "sql", "--store", str(store),
+    out = subprocess.run([sys.executable, "-m", "poa_stream.cli", "sql", "--store", str(store),
                           "SELECT role, sum(amount) AS amount FROM reward_ledger GROUP BY role "
                           "ORDER BY role FORMAT JSONEachRow"], capture_output=True, text=True, check=True)
     got = {r["role"]: int(r["amount"]) for r in map(json.loads, out.stdout.splitlines())}

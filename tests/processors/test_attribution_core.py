@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 from support.events_factory import LEGAL_DE, MEDICAL, contribution, model, usage
 
-from poa.scenario import generate
-from processors.replay import process_all
+from poa_stream.scenario import generate
+from poa_stream.processors.replay import process_all
 
 
 run = process_all
@@ -76,7 +76,7 @@ def test_weights_stay_in_lineage_and_credits_are_exact(settings, docs, model_net
 
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory):
-    from poa.settings import Settings
+    from poa_stream.settings import Settings
     scen = generate(seed=7)
     core, out = run(Settings(home=tmp_path_factory.mktemp("s")), [(t, l.encode()) for t, l in scen.records])
     return scen.truth, core, out

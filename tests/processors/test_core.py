@@ -1,8 +1,8 @@
 import pytest
 from support.events_factory import LEGAL_DE, contribution, scenario
 
-from processors.core import Core, Result
-from processors.replay import process_all, replay, restore, step
+from poa_stream.processors.core import Core, Result
+from poa_stream.processors.replay import process_all, replay, restore, step
 
 
 run = process_all
@@ -147,8 +147,8 @@ def test_eligibility_and_fee_weight_caches_never_stale(settings):
     """The usage path reads eligibility from numpy columns kept current on status changes,
     and caches validators' fee weights; after every event of a seeded scenario both equal
     a fresh computation."""
-    from poa.scenario import generate
-    from processors.replay import step
+    from poa_stream.scenario import generate
+    from poa_stream.processors.replay import step
     core = Core(settings)
     checked = 0
     for topic, line in generate(seed=3, scale=0.3).records:

@@ -11,9 +11,9 @@ import json
 
 import pytest
 
-from poa import adversarial as A
-from poa.settings import Settings
-from processors.replay import process_all
+from poa_stream import adversarial as A
+from poa_stream.settings import Settings
+from poa_stream.processors.replay import process_all
 
 N_FAKE = 900  # fake usage events per attack (the inequality does not depend on the count)
 
@@ -61,8 +61,8 @@ def test_under_the_v1_usage_rule_the_same_attack_pays(tmp_path, strategy):
 def test_emissions_follow_validated_supply(tmp_path):
     """Contributors' emissions are split by the distinct token windows of their accepted
     contributions; pending and rejected supply earns none."""
-    from processors.corpus import pool_weight
-    from attribution.text import token_hashes
+    from poa_stream.processors.corpus import pool_weight
+    from poa_stream.attribution.text import token_hashes
     core, rows = _run(tmp_path, "fee0", 1, False)
     last = rows["epochs"][-1]["epoch"]
     got = {r["account"]: r["amount"] for r in rows["reward_ledger"]

@@ -2,12 +2,12 @@ from datetime import datetime, timedelta, timezone
 
 from hypothesis import given, settings as hsettings, strategies as st
 
-from poa.scenario import generate
-from processors.epochs import EpochBook
-from processors.merkle import epoch_leaves, root
-from processors.replay import process_all
+from poa_stream.scenario import generate
+from poa_stream.processors.epochs import EpochBook
+from poa_stream.processors.merkle import epoch_leaves, root
+from poa_stream.processors.replay import process_all
 
-from streams.policy import Policy, PolicySchedule
+from poa_stream.streams.policy import Policy, PolicySchedule
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

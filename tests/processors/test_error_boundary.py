@@ -8,10 +8,10 @@ import json
 import pytest
 from support.events_factory import scenario, usage
 
-from processors import failpoints
-from processors.core import Core
-from processors.replay import process_all, replay, restore
-from sinks.lease import Lease
+from poa_stream.processors import failpoints
+from poa_stream.processors.core import Core
+from poa_stream.processors.replay import process_all, replay, restore
+from poa_stream.sinks.lease import Lease
 
 LEDGER = ("entry_id", "epoch", "account", "role", "source", "amount", "ref_event_id")
 
@@ -80,7 +80,7 @@ def test_the_fee_that_crashed_the_agent_is_now_refused_by_the_contract(settings)
     """A fee between 2**53 + 1 and 2**62 passed the contract and crashed the split; the
     contract and the split now share one maximum: above it the event is dead-lettered at
     intake, at it the fee splits exactly."""
-    from streams.policy import MAX_FEE_MICRO
+    from poa_stream.streams.policy import MAX_FEE_MICRO
     records = scenario()[:11] + [
         ("poa.usage", usage("big", "r-big", "m-base", MAX_FEE_MICRO + 1, "x", 8)),
         ("poa.usage", usage("max", "r-max", "m-base", MAX_FEE_MICRO, "x", 8))]
@@ -115,7 +115,7 @@ def test_on_the_store_path_the_log_replays_after_a_quarantine(settings, sink, fa
 
 def test_a_broken_core_is_not_quarantined_event_by_event(settings, monkeypatch):
     """Failures in a row are a bug in the core, not poison: release() raises (the worker stops)."""
-    from processors import core as core_mod
+    from poa_stream.processors import core as core_mod
     monkeypatch.setattr(core_mod, "MAX_CONSECUTIVE_QUARANTINES", 2)
     c = Core(settings)
     monkeypatch.setattr(Core, "_contribution", lambda self, res, ev: 1 / 0)
@@ -128,9 +128,9 @@ def test_a_broken_core_is_not_quarantined_event_by_event(settings, monkeypatch):
 def test_a_dead_letter_before_any_event_is_stamped_at_genesis_not_1970(tmp_path):
     """Rows no event time speaks for take the latest event time, or the policy's genesis
     before any: a report's period never starts in 1970."""
-    from poa.settings import Settings
-    from processors.replay import process_all
-    from streams.policy import Policy
+    from poa_stream.settings import Settings
+    from poa_stream.processors.replay import process_all
+    from poa_stream.streams.policy import Policy
     core, out = process_all(Settings(home=tmp_path), [("poa.usage", b"{not json"), ("poa.usage", b"\xff\xfe")])
     rows = out.rows["deadletter"]
     assert len(rows) == 2 and all(r["ts"] == Policy().genesis_ts for r in rows)

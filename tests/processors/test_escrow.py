@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from support.events_factory import LEGAL_DE, MEDICAL, contribution, model, usage, validation
 
-from processors.replay import process_all
-from streams import topics
+from poa_stream.processors.replay import process_all
+from poa_stream.streams import topics
 
 C, V, M, U = "poa.contributions", "poa.validations", "poa.models", "poa.usage"
 DAY2 = "2026-01-02T00:00:00Z"

@@ -15,11 +15,11 @@ import pytest
 from support.kafka import local_kafka_settings
 from support.worker import WorkerProcess
 
-from poa.kafka_local import LocalKafka, reset_topics
-from poa.scenario import generate
-from processors.replay import process_all
-from streams import topics
-from streams.producer import produce_records
+from poa_stream.kafka_local import LocalKafka, reset_topics
+from poa_stream.scenario import generate
+from poa_stream.processors.replay import process_all
+from poa_stream.streams import topics
+from poa_stream.streams.producer import produce_records
 
 pytestmark = pytest.mark.kafka
 SEED, SCALE = 5, 0.5
@@ -34,7 +34,7 @@ def workload():
 def uninterrupted(workload, tmp_path_factory):
     """The replay path on the same messages, fully sorted in event-time order (the order an
     uninterrupted worker reaches by merging partitions): the reference ledger."""
-    from poa.settings import Settings
+    from poa_stream.settings import Settings
     core, out = process_all(Settings(home=tmp_path_factory.mktemp("ref"), order_lateness_s=1e10), workload)
     return core, out.rows
 
@@ -161,11 +161,11 @@ def replay_reproduces_roots(sink, tmp_path):
     path = tmp_path / "log.jsonl"
     path.write_text("".join(p + "\n" for (p,) in log))
     store = tmp_path / "replayed"
-    subprocess.run([sys.executable, "-m", "poa.cli", "replay", "--in-order", str(path), "--store", str(store)],
+    subprocess.run([sys.executable, "-m", "poa_stream.cli", "replay", "--in-order", str(path), "--store", str(store)],
                    check=True, capture_output=True, timeout=600)
 
     def q(sql):
-        out = subprocess.run([sys.executable, "-m", "poa.cli", "sql", "--store", str(store), sql + " FORMAT TSV"],
+        out = subprocess.run([sys.executable, "-m", "poa_stream.cli", "sql", "--store", str(store), sql + " FORMAT TSV"],
                              check=True, capture_output=True, text=True, timeout=120)
         return out.stdout.splitlines()
     _, roots = sink.query(f"SELECT epoch, merkle_root FROM {sink.database}.epochs ORDER BY epoch")

@@ -11,11 +11,11 @@ import numpy as np
 from nacl.signing import SigningKey
 from support.events_factory import LEGAL_DE, contribution, model, raw, scenario, usage, validation
 
-from poa.emit import usage_event
-from processors.core import Core
-from processors.replay import process_all, replay_into
-from streams.policy import MAX_FEE_MICRO, MAX_INFLUENCE
-from streams.signing import sign_event
+from poa_stream.emit import usage_event
+from poa_stream.processors.core import Core
+from poa_stream.processors.replay import process_all, replay_into
+from poa_stream.streams.policy import MAX_FEE_MICRO, MAX_INFLUENCE
+from poa_stream.streams.signing import sign_event
 
 C, V, M, U = "poa.contributions", "poa.validations", "poa.models", "poa.usage"
 NOW = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
@@ -83,7 +83,7 @@ def test_duplicates_and_a_stale_event_cannot_hold_the_watermark(settings):
 # ----------------------------------------------------------------------------- numbers
 def test_one_maximum_fee_for_contract_emit_and_split(settings):
     import pytest
-    from streams.events import EventError
+    from poa_stream.streams.events import EventError
     with pytest.raises(EventError, match=str(MAX_FEE_MICRO)):
         usage_event(model_id="m", fee=MAX_FEE_MICRO + 1, output="x", request_id="r")
     records = scenario()[:11] + [(U, usage("max", "rmax", "m-base", MAX_FEE_MICRO, LEGAL_DE, 8))]
@@ -104,8 +104,8 @@ def test_influence_lists_are_capped_and_linear(settings):
 def test_a_repetitive_megabyte_pair_costs_a_bounded_amount_of_work(settings):
     """Before the caps, a 32k x 32k-word repetitive pair took 3.9 s and +1 GB, and a 1 MiB pair
     OOM-killed the worker. The kernel's work is now bounded by the policy's budget."""
-    from attribution.spans import SpanIndex, allowed_mask_from
-    from attribution.text import token_hashes
+    from poa_stream.attribution.spans import SpanIndex, allowed_mask_from
+    from poa_stream.attribution.text import token_hashes
     words = " ".join(f"tok{i % 97:03d}" for i in range(149_000))  # ~1 MiB, period 97 words
     assert 1_000_000 < len(words.encode()) <= 1 << 20
     toks = token_hashes(words)

@@ -3,7 +3,7 @@ from datetime import datetime, timezone
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from processors.ledger import fee_credits
+from poa_stream.processors.ledger import fee_credits
 
 TS = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

@@ -2,7 +2,7 @@ from types import SimpleNamespace as M
 
 import pytest
 
-from processors.lineage import lineage_mass
+from poa_stream.processors.lineage import lineage_mass
 
 
 def model(method, bases=(), datanets=("d",), inherit=None):

@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 import pytest
 from hypothesis import given, strategies as st
 
-from processors.merkle import encode_entry, epoch_leaves, leaf_hash, node_hash, proof, root, verify, verify_audit_path
+from poa_stream.processors.merkle import encode_entry, epoch_leaves, leaf_hash, node_hash, proof, root, verify, verify_audit_path
 
 
 def entry(i: int) -> dict:

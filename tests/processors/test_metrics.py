@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from processors.metrics import OpsServer, WorkerMetrics, reason_class
+from poa_stream.processors.metrics import OpsServer, WorkerMetrics, reason_class
 
 
 def samples(m: WorkerMetrics) -> dict:

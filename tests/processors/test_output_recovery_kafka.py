@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from processors.messages import positioned_messages
-from processors.output_recovery import DEFAULT_WINDOW_ROWS, load_window, publish_stored
-from streams import topics
-from streams.outbox import NO_MARK, TransactionalOutbox, parse_mark, published_mark
+from poa_stream.processors.messages import positioned_messages
+from poa_stream.processors.output_recovery import DEFAULT_WINDOW_ROWS, load_window, publish_stored
+from poa_stream.streams import topics
+from poa_stream.streams.outbox import NO_MARK, TransactionalOutbox, parse_mark, published_mark
 
 pytestmark = pytest.mark.kafka
 
@@ -173,7 +173,7 @@ def tid() -> str:
 def test_fresh_and_stored_rows_give_the_same_positioned_messages(sink, settings):
     """The canonical (seq, pos) order of the real core's rows equals the one rebuilt from the
     same rows read back from the store (in the store's own order)."""
-    from processors.replay import process_all
+    from poa_stream.processors.replay import process_all
     from support.events_factory import scenario
     _, res = process_all(settings, scenario())
     fresh = positioned_messages(res.rows)
@@ -190,9 +190,9 @@ def test_pipeline_heads_every_message_with_its_position_on_every_path(sink, tmp_
     """Pipeline.recover_output (stored rows), Pipeline.publish with the batch's rows and
     Pipeline.publish without them (read back from the store) give each message the same
     (seq, pos) as the canonical order of all rows, and publish each once."""
-    from poa.settings import Settings
-    from processors.app import Pipeline
-    from processors.replay import process_all
+    from poa_stream.settings import Settings
+    from poa_stream.processors.app import Pipeline
+    from poa_stream.processors.replay import process_all
     from support.events_factory import scenario
     settings = Settings(home=tmp_path / "home", kafka_bootstrap=kafka_bootstrap,
                         worker_id="poa-test-" + uuid.uuid4().hex[:8])
@@ -326,8 +326,8 @@ def test_worker_exits_promptly_on_sigterm_during_recovery_and_the_restart_finish
     waiting in an agent for the recovery's lock (Faust's shutdown waits for that batch:
     the recovery must give way for it). SIGTERM during the recovery: the worker exits in
     seconds; the restarted one publishes the rest, the batch's dead letters included, once."""
-    from poa.kafka_local import reset_topics
-    from streams.producer import produce_records
+    from poa_stream.kafka_local import reset_topics
+    from poa_stream.streams.producer import produce_records
     from support.worker import WorkerProcess
     n, n_bad = 300_000, 5
     store = tmp_path / "store"
@@ -337,7 +337,7 @@ def test_worker_exits_promptly_on_sigterm_during_recovery_and_the_restart_finish
               "import importlib.util\n"
               f"spec = importlib.util.spec_from_file_location('rt', {__file__!r})\n"
               "rt = importlib.util.module_from_spec(spec); spec.loader.exec_module(rt)\n"
-              "from sinks.chdb_sink import ChdbSink\n"
+              "from poa_stream.sinks.chdb_sink import ChdbSink\n"
               f"s = ChdbSink({str(store)!r}, 'poa'); s.ensure_schema()\n"
               f"last = rt.fill(s, {n}, per_seq=3)\n"
               "s.insert('events', {'seq': list(range(1, last + 1)), 'event_id': [f'x{i}' for i in range(1, last + 1)],"

@@ -10,12 +10,12 @@ import pytest
 from nacl.signing import SigningKey
 from support.events_factory import contribution, model, raw, scenario, usage
 
-from processors.core import Core
-from processors.replay import process_all, replay_into, restore
-from sinks import policy_log
-from sinks.lease import Lease
-from streams.policy import Policy, PolicyMismatch, PolicySchedule
-from streams.signing import sign_event
+from poa_stream.processors.core import Core
+from poa_stream.processors.replay import process_all, replay_into, restore
+from poa_stream.sinks import policy_log
+from poa_stream.sinks.lease import Lease
+from poa_stream.streams.policy import Policy, PolicyMismatch, PolicySchedule
+from poa_stream.streams.signing import sign_event
 
 C, M, U = "poa.contributions", "poa.models", "poa.usage"
 

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from support.events_factory import LEGAL_DE, LEGAL_FR, MEDICAL, contribution, model, usage, validation
 
-from attribution.span_kernels import attribute_matches
-from attribution.spans import SpanIndex, allowed_mask_from
-from attribution.text import token_hashes
-from poa.scenario import generate
-from processors.corpus import pool_weight
-from processors.merkle import epoch_leaves, root
-from processors.replay import process_all
+from poa_stream.attribution.span_kernels import attribute_matches
+from poa_stream.attribution.spans import SpanIndex, allowed_mask_from
+from poa_stream.attribution.text import token_hashes
+from poa_stream.scenario import generate
+from poa_stream.processors.corpus import pool_weight
+from poa_stream.processors.merkle import epoch_leaves, root
+from poa_stream.processors.replay import process_all
 
 C, V, M, U = "poa.contributions", "poa.validations", "poa.models", "poa.usage"
 DAY2 = "2026-01-02T00:00:00Z"  # an event of the next epoch closes the first one
@@ -210,7 +210,7 @@ def test_pool_weight_counts_distinct_windows():
 def test_settled_credits_have_inclusion_proofs(settings, sink):
     """`poa proof` covers pool settlements: write the rows to a real store, prove alice's
     settlement credit against the stored root, and check the proof."""
-    from processors.audit import build_proof, verify_proof
+    from poa_stream.processors.audit import build_proof, verify_proof
     core, out = process_all(settings, _close([
         (C, contribution("e1", "a", "alice", "d", LEGAL_DE, 0)),
         (V, validation("e1v", "val1", "a", minute=1)),
@@ -245,9 +245,9 @@ def test_a_shared_span_credits_its_earliest_source_only(settings):
     paid = {r["account"] for r in out.rows["reward_ledger"] if r["role"] in ("contributor", "escrow")}
     assert paid == {"escrow:orig"}  # alice's, held until validators accept "orig"
     off = settings.model_copy(update={"policy_file": None})
-    from streams.policy import PolicySchedule
-    from processors.core import Core
-    from processors.replay import step
+    from poa_stream.streams.policy import PolicySchedule
+    from poa_stream.processors.core import Core
+    from poa_stream.processors.replay import step
     both = Core(off, PolicySchedule.single(off.policy().model_copy(update={"span_first_source": False})))
     for t, raw in [(C, contribution("e1", "orig", "alice", "d", original, 0)),
                    (C, contribution("e2", "copy", "mallory", "d", copy, 1)),

@@ -29,10 +29,10 @@ import pytest
 from support.faults import AFTER, BEFORE, MID, FaultProxy
 from test_faults_kafka import check, expected_ledger, ledger, start, wait_done
 
-from poa.kafka_local import reset_topics
-from poa.scenario import generate
-from processors.replay import process_all
-from streams.producer import produce_records
+from poa_stream.kafka_local import reset_topics
+from poa_stream.scenario import generate
+from poa_stream.processors.replay import process_all
+from poa_stream.streams.producer import produce_records
 
 pytestmark = pytest.mark.kafka
 SEED, SCALE, CUT_RATE = 11, 0.3, 0.2
@@ -81,7 +81,7 @@ def workload():
 @pytest.fixture(scope="module")
 def clean_replay(workload, tmp_path_factory):
     """The replay path in memory on the same records: (core, rows)."""
-    from poa.settings import Settings
+    from poa_stream.settings import Settings
     core, out = process_all(Settings(home=tmp_path_factory.mktemp("ref"), order_lateness_s=1e10), workload)
     return core, out.rows
 
@@ -95,7 +95,7 @@ def poa_replay(workload, tmp_path_factory):
     env = {**os.environ, "POA_HOME": str(d / "home")}
 
     def run(*args: str) -> str:
-        return subprocess.run([sys.executable, "-m", "poa.cli", *args], check=True, capture_output=True,
+        return subprocess.run([sys.executable, "-m", "poa_stream.cli", *args], check=True, capture_output=True,
                               text=True, timeout=600, env=env).stdout
     run("replay", str(d / "records.jsonl"), "--store", str(d / "store"))
     ledger = run("sql", "--store", str(d / "store"), "SELECT entry_id, account, role, source, amount, epoch "
@@ -128,7 +128,7 @@ def test_worker_behind_a_link_that_cuts_inserts(kafka_bootstrap, ch_http, sink, 
                                                 clean_replay, poa_replay):
     """Most of the records through a first worker, the rest through a restarted one (same
     store, same link): its core, rebuilt from the store's log, must carry on exactly."""
-    from poa.settings import Settings
+    from poa_stream.settings import Settings
     first, rest = workload[:-HELD_BACK], workload[-HELD_BACK:]
     ref_core, ref_first = process_all(Settings(home=tmp_path / "ref1", order_lateness_s=1e10), first)
     n1, n = ref_core.seq, clean_replay[0].seq

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from hypothesis import given, settings as hsettings, strategies as st
 
-from poa.scenario import generate
-from processors.replay import process_all
-from processors.seen import SeenIds
+from poa_stream.scenario import generate
+from poa_stream.processors.replay import process_all
+from poa_stream.processors.seen import SeenIds
 
 
 @hsettings(max_examples=60, deadline=None)
@@ -44,12 +44,12 @@ def test_a_core_with_tiny_compaction_makes_the_same_ledger(settings):
     recs = [(t, line.encode()) for t, line in generate(seed=9, scale=0.4).records]
     recs += recs[::7]  # re-deliveries of every seventh message, at the end
     ref_core, ref = process_all(settings, recs)
-    import processors.core as core_mod
+    import poa_stream.processors.core as core_mod
     orig = core_mod.SeenIds
     core_mod.SeenIds = lambda: orig(min_recent=16)
     try:
-        from processors.core import Core
-        from processors.replay import step
+        from poa_stream.processors.core import Core
+        from poa_stream.processors.replay import step
         core = Core(settings)
         out = []
         for i, (t, raw) in enumerate(recs):

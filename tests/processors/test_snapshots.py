@@ -14,12 +14,12 @@ import time
 
 import pytest
 
-from poa.scenario import generate
-from poa.settings import Settings
-from processors.core import Core
-from processors.replay import replay_into
-from processors.snapshots import MAGIC, Snapshots
-from sinks.chdb_sink import ChdbSink
+from poa_stream.scenario import generate
+from poa_stream.settings import Settings
+from poa_stream.processors.core import Core
+from poa_stream.processors.replay import replay_into
+from poa_stream.processors.snapshots import MAGIC, Snapshots
+from poa_stream.sinks.chdb_sink import ChdbSink
 
 SEED, SCALE = 5, 0.5
 
@@ -139,7 +139,7 @@ def test_sigkill_during_a_snapshot_write_keeps_the_previous_one(lines, tmp_path,
     store, snaps_dir = tmp_path / "store", tmp_path / "store.snapshots"
     env = dict(os.environ, POA_HOME=str(tmp_path / "home"), POA_SNAPSHOT_EVERY_EVENTS="150",
                POA_REPLAY_BATCH_EVENTS="100", POA_SNAPSHOT_KEEP="5", POA_STORE_LEASE_TTL_S="2")
-    cmd = [sys.executable, "-m", "poa.cli", "replay", str(path), "--store", str(store)]
+    cmd = [sys.executable, "-m", "poa_stream.cli", "replay", str(path), "--store", str(store)]
     run = subprocess.run(cmd, env={**env, "POA_FAILPOINTS": "kill:snapshot@3"}, capture_output=True, timeout=600)
     assert run.returncode == -signal.SIGKILL, run.stderr.decode()[-2000:]
     assert len(list(snaps_dir.glob("snap-*.poa"))) == 2
@@ -150,7 +150,7 @@ def test_sigkill_during_a_snapshot_write_keeps_the_previous_one(lines, tmp_path,
     assert not list(snaps_dir.glob(".snap-*.tmp-*"))
     # another chdb path: read it from another process (one embedded engine per process)
     def q(sql):
-        out = subprocess.run([sys.executable, "-m", "poa.cli", "sql", "--store", str(store), sql + " FORMAT JSONCompact"],
+        out = subprocess.run([sys.executable, "-m", "poa_stream.cli", "sql", "--store", str(store), sql + " FORMAT JSONCompact"],
                              env=env, check=True, capture_output=True, text=True, timeout=120)
         return [tuple(r) for r in json.loads(out.stdout)["data"]]
     got = (q("SELECT entry_id, epoch, account, role, source, toString(amount), ref_event_id FROM reward_ledger ORDER BY entry_id"),
@@ -159,7 +159,7 @@ def test_sigkill_during_a_snapshot_write_keeps_the_previous_one(lines, tmp_path,
 
 
 def test_a_snapshot_written_by_other_code_is_not_loaded(lines, tmp_path, sink, reference, caplog, monkeypatch):
-    import processors.snapshots as snapmod
+    import poa_stream.processors.snapshots as snapmod
     s = _settings(tmp_path)
     cut = len(lines) // 2
     monkeypatch.setattr(snapmod, "_CODE", ["an older release"])
@@ -174,8 +174,8 @@ def test_a_snapshot_written_by_other_code_is_not_loaded(lines, tmp_path, sink, r
 def test_a_quarantine_rebuild_starts_from_the_newest_snapshot(lines, tmp_path, sink, chdb_path, monkeypatch):
     """A handler error rebuilds the core from the newest snapshot plus the log after it (not
     the whole log); the ledger equals a run without snapshots that quarantined the same event."""
-    import processors.replay as replay_mod
-    from processors import failpoints
+    import poa_stream.processors.replay as replay_mod
+    from poa_stream.processors import failpoints
     cut = len(lines) // 2
     victim = next(json.loads(raw)["event_id"] for t, raw in lines[cut + 200:] if t == "poa.usage")
     monkeypatch.setattr(failpoints, "ACTIVE", {("apply", victim)})

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from poa.scenario import generate
-from processors.replay import process_all
+from poa_stream.scenario import generate
+from poa_stream.processors.replay import process_all
 
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory):
-    from poa.settings import Settings
+    from poa_stream.settings import Settings
     scen = generate(seed=7)
     core, out = process_all(Settings(home=tmp_path_factory.mktemp("s")),
                             [(t, line.encode()) for t, line in scen.records])

@@ -2,9 +2,9 @@
 ``_refresh_statuses``): a status does not freeze at a contribution's last vote."""
 from collections import Counter
 
-from poa.scenario import generate
-from processors.core import Core
-from processors.replay import process_all, step
+from poa_stream.scenario import generate
+from poa_stream.processors.core import Core
+from poa_stream.processors.replay import process_all, step
 
 SEED = 5
 

@@ -12,8 +12,8 @@ import random
 
 from support.events_factory import LEGAL_DE, contribution, validation
 
-from poa.settings import Settings
-from processors.replay import process_all
+from poa_stream.settings import Settings
+from poa_stream.processors.replay import process_all
 
 C, V = "poa.contributions", "poa.validations"
 AD = ("Looking for the best {0} in {1}? Our {2} {0} service offers {3} and {4} at the lowest price. "

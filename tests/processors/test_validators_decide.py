@@ -7,8 +7,8 @@ import json
 
 from support.events_factory import LEGAL_DE, LEGAL_FR, MEDICAL, contribution, model, usage, validation  # noqa: F401
 
-from poa.settings import Settings
-from processors.replay import process_all
+from poa_stream.settings import Settings
+from poa_stream.processors.replay import process_all
 
 C, V, M, U = "poa.contributions", "poa.validations", "poa.models", "poa.usage"
 # a real table: the first rows of tzdata's zone1970.tab (public domain)

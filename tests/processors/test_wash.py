@@ -8,12 +8,12 @@ from datetime import datetime, timezone
 
 import pytest
 
-from poa import adversarial as A
-from poa.settings import Settings
-from processors.replay import process_all
-from processors.wash import WashWatch
-from streams import topics
-from streams.policy import Policy
+from poa_stream import adversarial as A
+from poa_stream.settings import Settings
+from poa_stream.processors.replay import process_all
+from poa_stream.processors.wash import WashWatch
+from poa_stream.streams import topics
+from poa_stream.streams.policy import Policy
 
 END = datetime(2026, 1, 1, 23, 59, 59, 999000, tzinfo=timezone.utc)
 KEY_A = "11" * 32

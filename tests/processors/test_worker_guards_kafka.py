@@ -12,9 +12,9 @@ import pytest
 from support.events_factory import scenario, usage
 from support.worker import WorkerProcess
 
-from poa.kafka_local import reset_topics
-from processors.replay import process_all
-from streams.producer import produce_records
+from poa_stream.kafka_local import reset_topics
+from poa_stream.processors.replay import process_all
+from poa_stream.streams.producer import produce_records
 
 pytestmark = pytest.mark.kafka
 LEDGER = "entry_id, epoch, account, role, source, amount, ref_event_id"

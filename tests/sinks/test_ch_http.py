@@ -9,7 +9,7 @@ import clickhouse_connect
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from sinks.ch_http import ChdbHttpServer
+from poa_stream.sinks.ch_http import ChdbHttpServer
 
 N = 10_000
 COLUMNS = ["id", "ts", "tags", "kind", "n", "x", "note"]
@@ -118,7 +118,7 @@ def test_errors_surface_as_database_error(server):
 PERSIST_SCRIPT = """
 import importlib.util
 import sys
-from sinks.ch_http import ChdbHttpServer
+from poa_stream.sinks.ch_http import ChdbHttpServer
 spec = importlib.util.spec_from_file_location("ch_http_test", sys.argv[2])
 helpers = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(helpers)

@@ -10,12 +10,12 @@ import clickhouse_connect
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from sinks.ch_http import ChdbHttpServer
+from poa_stream.sinks.ch_http import ChdbHttpServer
 
 
 @pytest.fixture(scope="module")
 def ro(chdb_path):
-    from sinks.chdb_sink import ChdbSink
+    from poa_stream.sinks.chdb_sink import ChdbSink
     sink = ChdbSink(chdb_path, "ro_test")
     sink.command("CREATE DATABASE IF NOT EXISTS ro_test")
     sink.command("CREATE TABLE IF NOT EXISTS ro_test.t (id UInt64, s String) ENGINE = MergeTree ORDER BY id")

@@ -7,18 +7,18 @@ from datetime import datetime, timezone
 
 import pytest
 
-from sinks.base import SinkError
-from sinks.lease import Lease, LeaseLost, StoreLocked
+from poa_stream.sinks.base import SinkError
+from poa_stream.sinks.lease import Lease, LeaseLost, StoreLocked
 
 
 @pytest.fixture(params=["chdb", "http"])
 def engines(request, chdb_path, database):
     """Two sinks on one store, as two writer processes would hold them."""
     if request.param == "chdb":
-        from sinks.chdb_sink import ChdbSink
+        from poa_stream.sinks.chdb_sink import ChdbSink
         a, b = ChdbSink(chdb_path, database), ChdbSink(chdb_path, database)
     else:
-        from sinks.http_sink import HttpSink
+        from poa_stream.sinks.http_sink import HttpSink
         url = f"http://127.0.0.1:{request.getfixturevalue('ch_http').port}"
         a, b = HttpSink(url, database=database), HttpSink(url, database=database)
     a.ensure_schema()
@@ -85,7 +85,7 @@ def test_racing_writers_agree_on_one_winner(engines):
 def test_an_unreachable_store_is_a_retryable_lease_error(ch_http, database):
     """The link to the store goes away under a lease holder (a real proxy, then closed):
     retryable, not fatal."""
-    from sinks.http_sink import HttpSink
+    from poa_stream.sinks.http_sink import HttpSink
     from support.faults import FaultProxy
     with FaultProxy(ch_http.port, cuts={}) as proxy:
         a = HttpSink(f"http://127.0.0.1:{proxy.port}", database=database)
@@ -113,7 +113,7 @@ def test_the_same_worker_restarted_after_a_crash_takes_over_at_once(engines):
 def test_taking_the_lease_survives_a_cut_connection(ch_http, database, mode):
     """A cut while the lease row is written (before it is forwarded, or after it landed) is
     retried by the same writer, which does not lock itself out."""
-    from sinks.http_sink import HttpSink
+    from poa_stream.sinks.http_sink import HttpSink
     from support.faults import FaultProxy
     setup = HttpSink(f"http://127.0.0.1:{ch_http.port}", database=database)
     setup.ensure_schema()

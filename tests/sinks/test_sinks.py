@@ -3,8 +3,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from sinks.base import FatalSinkError, Sink, SinkError
-from sinks.ddl import TABLES
+from poa_stream.sinks.base import FatalSinkError, Sink, SinkError
+from poa_stream.sinks.ddl import TABLES
 
 TS = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
 
@@ -12,10 +12,10 @@ TS = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
 @pytest.fixture(params=["chdb", "http"])
 def engine(request, chdb_path, database) -> Sink:
     if request.param == "chdb":
-        from sinks.chdb_sink import ChdbSink
+        from poa_stream.sinks.chdb_sink import ChdbSink
         s = ChdbSink(chdb_path, database)
     else:
-        from sinks.http_sink import HttpSink
+        from poa_stream.sinks.http_sink import HttpSink
         server = request.getfixturevalue("ch_http")
         s = HttpSink(f"http://127.0.0.1:{server.port}", database=database)
     s.ensure_schema()
@@ -99,7 +99,7 @@ def test_impossible_values_fail_fast_and_write_nothing(engine):
 
 def test_money_sums_cannot_overflow(engine):
     """1,030 usages at the maximum fee: sum(fee) and sum(amount) stay exact (Int128)."""
-    from streams.policy import MAX_FEE_MICRO
+    from poa_stream.streams.policy import MAX_FEE_MICRO
     db = engine.database
     rows = [{**ledger_rows(1, seq0=i)[0], "entry_id": f"x{i}", "amount": MAX_FEE_MICRO} for i in range(1, 1031)]
     engine.write({"reward_ledger": rows, "epochs": [{
@@ -140,7 +140,7 @@ def test_a_retried_batch_lands_once(engine):
 
 def test_rows_deleted_by_recover_can_be_written_again_by_the_next_writer(engine):
     """ClickHouse keeps a deleted block's dedup token: a new generation uses new tokens."""
-    from sinks.lease import Lease
+    from poa_stream.sinks.lease import Lease
     db = engine.database
     Lease(engine, ttl_s=30, settle_s=0).acquire()
     engine.write({"reward_ledger": ledger_rows(5, seq0=1)})  # no commit marker: a crash

@@ -23,9 +23,9 @@ from datetime import datetime, timezone
 import pytest
 from support.faults import AFTER, BEFORE, MID, FaultProxy, FaultySink
 
-from sinks.base import FatalSinkError, SinkError
-from sinks.ddl import DERIVED_TABLES, TABLES, WRITE_ORDER
-from sinks.lease import Lease
+from poa_stream.sinks.base import FatalSinkError, SinkError
+from poa_stream.sinks.ddl import DERIVED_TABLES, TABLES, WRITE_ORDER
+from poa_stream.sinks.lease import Lease
 
 SEED, SCALE, BATCH_EVENTS = 3, 0.1, 48
 METRICS_TS = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
@@ -39,9 +39,9 @@ REPLACING = {n for n, t in TABLES.items() if t.engine.startswith("Replacing")}
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """(batches, reference rows, reference core) from one real core run."""
-    from poa.scenario import generate
-    from poa.settings import Settings
-    from processors.replay import process_all
+    from poa_stream.scenario import generate
+    from poa_stream.settings import Settings
+    from poa_stream.processors.replay import process_all
     records = [(t, line.encode()) for t, line in generate(seed=SEED, scale=SCALE).records]
     core, out = process_all(Settings(home=tmp_path_factory.mktemp("ref")), records)
     batches = []
@@ -98,9 +98,9 @@ def http_link(ch_http):
 
 def open_engine(kind: str, request, database: str, port: int | None = None):
     if kind == "chdb":
-        from sinks.chdb_sink import ChdbSink
+        from poa_stream.sinks.chdb_sink import ChdbSink
         return ChdbSink(request.getfixturevalue("chdb_path"), database)
-    from sinks.http_sink import HttpSink
+    from poa_stream.sinks.http_sink import HttpSink
     return HttpSink(f"http://127.0.0.1:{port or request.getfixturevalue('http_link').port}", database=database)
 
 
@@ -193,9 +193,9 @@ def check_clean(st: Store, run, clean: dict, what: str) -> None:
 def rebuilt_core(st: Store):
     """What a starting worker does: recover(), then the core rebuilt from the store's log
     (raises 'event log diverged' on a log that is not a run's)."""
-    from poa.settings import Settings
-    from processors.core import Core
-    from processors.replay import restore
+    from poa_stream.settings import Settings
+    from poa_stream.processors.core import Core
+    from poa_stream.processors.replay import restore
     core = Core(Settings(home=st.request.getfixturevalue("tmp_path") / "home"))
     restore(core, st.sink)
     return core

@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 
 import pytest
 
-from streams.events import (MAX_TEXT_BYTES, EventError, Usage, decode_event, encode_event,
+from poa_stream.streams.events import (MAX_TEXT_BYTES, EventError, Usage, decode_event, encode_event,
                             json_schema)
 
 BASE = {"event_id": "e1", "ts": "2026-01-01T00:00:00Z"}
@@ -96,7 +96,7 @@ def test_json_schema_lists_all_types():
                     timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=5, minutes=30)),
                                                timezone(timedelta(hours=-8))])))
 def test_format_ts_is_the_strftime_form(ts):
-    from streams.events import format_ts
+    from poa_stream.streams.events import format_ts
     assert format_ts(ts) == ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 

@@ -7,8 +7,8 @@ import json
 
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from processors.core import Core
-from streams.events import EventError, decode_event
+from poa_stream.processors.core import Core
+from poa_stream.streams.events import EventError, decode_event
 
 GOOD_USAGE = {"event_id": "u", "type": "usage", "ts": "2026-01-01T00:00:00Z", "request_id": "r",
               "model_id": "m", "fee": 5, "output": "ok"}

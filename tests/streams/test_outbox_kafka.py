@@ -11,9 +11,9 @@ import uuid
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from poa.kafka_local import reset_topics
-from streams import topics
-from streams.outbox import NO_MARK, WHOLE, TransactionalOutbox, published_mark
+from poa_stream.kafka_local import reset_topics
+from poa_stream.streams import topics
+from poa_stream.streams.outbox import NO_MARK, WHOLE, TransactionalOutbox, published_mark
 
 pytestmark = pytest.mark.kafka
 

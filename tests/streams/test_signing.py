@@ -4,10 +4,10 @@ import json
 import pytest
 from nacl.signing import SigningKey
 
-from processors.core import Core
-from processors.replay import step
-from streams.events import decode_event
-from streams.signing import KeyRegistry, sign_event
+from poa_stream.processors.core import Core
+from poa_stream.processors.replay import step
+from poa_stream.streams.events import decode_event
+from poa_stream.streams.signing import KeyRegistry, sign_event
 
 ALICE = SigningKey(b"\x01" * 32)
 MALLORY = SigningKey(b"\x02" * 32)

@@ -29,7 +29,7 @@ import socket
 import threading
 from collections.abc import Iterable
 
-from sinks.base import Sink
+from poa_stream.sinks.base import Sink
 
 BEFORE, AFTER, MID = "before", "after", "mid"
 SINK_MODES = (BEFORE, AFTER)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from poa.settings import Settings
+from poa_stream.settings import Settings
 
 
 def local_kafka_settings() -> Settings:

@@ -28,9 +28,9 @@ _built: set[str] = set()
 
 
 def _build(sink, settings) -> None:
-    from poa.scenario import generate
-    from processors.core import Core
-    from processors.replay import replay
+    from poa_stream.scenario import generate
+    from poa_stream.processors.core import Core
+    from poa_stream.processors.replay import replay
     sink.ensure_schema()
     if sink.scalar(f"SELECT count() FROM {sink.database}.events"):
         return  # built by an earlier test module of this process
@@ -40,8 +40,8 @@ def _build(sink, settings) -> None:
 
 def seeded_sink(chdb_path: Path, home: Path | None = None):
     """An open sink on the seeded database (built on first use in this process)."""
-    from poa.settings import Settings
-    from sinks.chdb_sink import ChdbSink
+    from poa_stream.settings import Settings
+    from poa_stream.sinks.chdb_sink import ChdbSink
     sink = ChdbSink(chdb_path, DATABASE)
     key = str(Path(chdb_path).resolve())
     with _lock:

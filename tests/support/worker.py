@@ -24,7 +24,7 @@ class WorkerProcess:
     def start(self) -> "WorkerProcess":
         self.status_file.unlink(missing_ok=True)
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "poa.cli", "worker", "--loglevel", "info"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "poa_stream.cli", "worker", "--loglevel", "info"],
                                      env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
         log.close()
