@@ -42,7 +42,7 @@ idx.attribute(token_hashes("the quick brown fox jumps over the lazy dog again"),
 old.attribute(token_hashes("the quick brown fox jumps over the lazy dog again"), {1})
 split_amount(10**6, np.asarray([0.2, 0.8])); split_amount(10**6, np.asarray([7000, 2000], dtype=np.int64))
 after = table()
-print(json.dumps({"secs": secs, "uncompiled": [k for k in ENTRY if before["attribution." + k] == 0],
+print(json.dumps({"secs": secs, "uncompiled": [k for k in ENTRY if before["poa_stream.attribution." + k] == 0],
                   "recompiled": [k for k in after if after[k] != before[k]]}))
 """
 
