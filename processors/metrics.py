@@ -37,8 +37,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 
 from poa_stream.httpd import BackgroundHTTPServer
+from poa_stream.streams import topics
 
 LAG_CACHE_S = 10.0
+_TYPE_OF_TOPIC = {t: name for name, t in topics.TOPIC_OF_TYPE.items()}
 LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 
 
@@ -70,10 +72,8 @@ class WorkerMetrics:
         """A written batch's rows: events by type and status, dead letters, latencies (ms)."""
         for r in rows.get("events", ()):
             self.events.labels(r.get("type", ""), r.get("status", "")).inc()
-        type_of = {"poa.contributions": "contribution", "poa.validations": "validation",
-                   "poa.models": "model", "poa.usage": "usage"}
         for r in rows.get("deadletter", ()):
-            self.events.labels(type_of.get(r.get("topic", ""), "unknown"), "deadletter").inc()
+            self.events.labels(_TYPE_OF_TOPIC.get(r.get("topic", ""), "unknown"), "deadletter").inc()
             self.deadletters.labels(r.get("topic", ""), reason_class(r.get("reason", ""))).inc()
         for ms in e2l_ms:
             self.e2l_seconds.observe(max(0.0, ms) / 1000.0)

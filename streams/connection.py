@@ -93,8 +93,9 @@ class KafkaConnection:
                                 password=self.ssl_key_password)
         return ctx
 
-    def _common(self) -> dict:
-        opts: dict = {"security_protocol": self.security_protocol}
+    def kafka_python(self) -> dict:
+        """``bootstrap_servers`` and security options for kafka-python clients."""
+        opts: dict = {"bootstrap_servers": self.bootstrap, "security_protocol": self.security_protocol}
         if self.sasl:
             opts.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
                         sasl_plain_password=self.sasl_password)
@@ -102,13 +103,7 @@ class KafkaConnection:
             opts["ssl_context"] = self.ssl_context()
         return opts
 
-    def kafka_python(self) -> dict:
-        """``bootstrap_servers`` and security options for kafka-python clients."""
-        return {"bootstrap_servers": self.bootstrap, **self._common()}
-
-    def aiokafka(self) -> dict:
-        """``bootstrap_servers`` and security options for aiokafka clients."""
-        return {"bootstrap_servers": self.bootstrap, **self._common()}
+    aiokafka = kafka_python  # aiokafka takes the same keywords (TLS as ``ssl_context``)
 
     def faust_credentials(self):
         """The Faust app's ``broker_credentials`` (None for PLAINTEXT)."""
