@@ -48,6 +48,7 @@ from faust.types import TP
 from poa_stream.settings import Settings
 from poa_stream.processors import failpoints
 from poa_stream.processors.core import Core, Result
+from poa_stream.processors.merge import tick_of
 from poa_stream.processors.metrics import WorkerMetrics
 from poa_stream.processors.replay import restore
 from poa_stream.processors.snapshots import Snapshots
@@ -142,7 +143,7 @@ class Pipeline:
         await self._drop_outbox()
         app = self.app
         stopping = (lambda: app.should_stop) if app is not None else None
-        tid = f"poa-out.{self.s.worker_id}.{self.s.worker_instance_id or 'dynamic'}"
+        tid = self.outbox_transactional_id()
         conn = self.s.kafka()
         outbox = TransactionalOutbox(conn, tid, max_messages=self.s.outbox_max_messages)
         try:
@@ -168,6 +169,10 @@ class Pipeline:
             log.warning("published %d stored output messages above the committed mark %s in %d "
                         "transactions (%.1fs)", rec.messages, mark, rec.transactions, rec.seconds)
         return rec.messages
+
+    def outbox_transactional_id(self) -> str:
+        """One transactional id per writer: a restarted writer fences its previous incarnation."""
+        return f"poa-out.{self.s.worker_id}.{self.s.worker_instance_id or 'dynamic'}"
 
     async def _drop_outbox(self) -> None:
         old, self.outbox = self.outbox, None
@@ -280,6 +285,9 @@ class Pipeline:
         last_offset: dict[int, int] = {}
         for e in events:
             msg = e.message
+            if tick_of(msg.headers) is not None:  # a scaled deployment's idle marker: no event
+                last_offset[msg.partition] = msg.offset
+                continue
             raw = e.value if isinstance(e.value, bytes) else bytes(e.value or b"")
             before = len(self.core._inbox_new)
             try:
@@ -444,7 +452,58 @@ def build_app(settings: Settings, sink: Sink | None = None) -> tuple[faust.App, 
                 pipe.restored["seconds"], pipe.restored["snapshot_seq"], n, len(pipe.core.buffer))
     pipe.write_status()
     conn = settings.kafka()
-    app = faust.App(
+    app = faust_app(settings)
+    for name in topics.OUTPUT_TOPICS:
+        pipe.out[name] = app.topic(name, value_serializer="raw", key_serializer="raw",
+                                   partitions=topics.partitions_for(name, settings.topic_partitions))
+
+    def make_agent(name: str):
+        topic = app.topic(name, value_serializer="raw", key_serializer="raw",
+                          partitions=topics.partitions_for(name, settings.topic_partitions))
+
+        async def agent(stream):
+            async for events in stream.take_events(settings.worker_batch_max,
+                                                   within=settings.worker_batch_within_s):
+                await pipe.handle(name, events)
+
+        agent.__name__ = agent.__qualname__ = "consume_" + name.replace(".", "_")
+        app.agent(topic, name=agent.__name__, concurrency=1)(agent)
+
+    for name in topics.INPUT_TOPICS:
+        make_agent(name)
+    connect_common(app, pipe, settings)
+
+    @app.timer(interval=0.5)
+    async def idle_release() -> None:
+        await pipe.release_idle()
+
+    @app.timer(interval=settings.inbox_prune_interval_s)
+    async def prune_inbox() -> None:  # processed events leave the inbox (not only at start)
+        async with pipe.lock:
+            try:
+                n = await asyncio.to_thread(pipe.sink.prune_inbox)
+                if n:
+                    log.info("pruned %d processed events from the inbox", n)
+            except Exception as exc:  # housekeeping: retried at the next tick
+                log.warning("inbox pruning failed: %s", exc)
+
+    @app.task
+    async def recover_output() -> None:  # stored rows a crash left unpublished go out at start
+        async with pipe.lock:
+            await pipe.ensure_output()
+
+    pipe.app = app
+    from poa_stream.streams.admin import group_progress
+    pipe.metrics.attach(pipe, lag_source=lambda: group_progress(conn, settings.worker_id))
+    pipe.sql_server = serve_sql(settings, probes(pipe))
+    pipe.ops_server = serve_ops(settings, pipe)
+    return app, pipe
+
+
+def faust_app(settings: Settings) -> faust.App:
+    """The Faust app of a worker: raw bytes in and out, offsets committed after each batch."""
+    conn = settings.kafka()
+    return faust.App(
         settings.worker_id,
         broker=conn.faust_broker(),
         broker_credentials=conn.faust_credentials(),
@@ -464,25 +523,10 @@ def build_app(settings: Settings, sink: Sink | None = None) -> tuple[faust.App, 
         broker_session_timeout=settings.worker_session_timeout_s,
         consumer_group_instance_id=settings.worker_instance_id or None,
     )
-    for name in topics.OUTPUT_TOPICS:
-        pipe.out[name] = app.topic(name, value_serializer="raw", key_serializer="raw",
-                                   partitions=topics.partitions_for(name, settings.topic_partitions))
 
-    def make_agent(name: str):
-        topic = app.topic(name, value_serializer="raw", key_serializer="raw",
-                          partitions=topics.partitions_for(name, settings.topic_partitions))
 
-        async def agent(stream):
-            async for events in stream.take_events(settings.worker_batch_max,
-                                                   within=settings.worker_batch_within_s):
-                await pipe.handle(name, events)
-
-        agent.__name__ = agent.__qualname__ = "consume_" + name.replace(".", "_")
-        app.agent(topic, name=agent.__name__, concurrency=1)(agent)
-
-    for name in topics.INPUT_TOPICS:
-        make_agent(name)
-
+def connect_common(app: faust.App, pipe: "Pipeline", settings: Settings) -> None:
+    """What both topologies share: rebalance logging, a clean outbox stop, the lease heartbeat."""
     def _tps(tps) -> str:
         return ", ".join(sorted(f"{tp.topic}/{tp.partition}" for tp in tps)) or "none"
 
@@ -510,35 +554,9 @@ def build_app(settings: Settings, sink: Sink | None = None) -> tuple[faust.App, 
         finally:
             pipe.lock.release()
 
-    @app.timer(interval=0.5)
-    async def idle_release() -> None:
-        await pipe.release_idle()
-
     @app.timer(interval=max(0.5, settings.store_lease_ttl_s / 4))
     async def lease_heartbeat() -> None:
         await pipe.heartbeat()
-
-    @app.timer(interval=settings.inbox_prune_interval_s)
-    async def prune_inbox() -> None:  # processed events leave the inbox (not only at start)
-        async with pipe.lock:
-            try:
-                n = await asyncio.to_thread(pipe.sink.prune_inbox)
-                if n:
-                    log.info("pruned %d processed events from the inbox", n)
-            except Exception as exc:  # housekeeping: retried at the next tick
-                log.warning("inbox pruning failed: %s", exc)
-
-    @app.task
-    async def recover_output() -> None:  # stored rows a crash left unpublished go out at start
-        async with pipe.lock:
-            await pipe.ensure_output()
-
-    pipe.app = app
-    from poa_stream.streams.admin import group_progress
-    pipe.metrics.attach(pipe, lag_source=lambda: group_progress(conn, settings.worker_id))
-    pipe.sql_server = serve_sql(settings, probes(pipe))
-    pipe.ops_server = serve_ops(settings, pipe)
-    return app, pipe
 
 
 LIVENESS_STALL_S = 30.0
@@ -639,8 +657,15 @@ def run_worker(settings: Settings, loglevel: str = "info", log_format: str = "te
     created = create_topics(conn, settings.topic_partitions, settings.topic_replication_factor)
     if created:
         log.info("created topics %s", ", ".join(created))
+    if settings.worker_topology not in ("single", "scaled"):
+        raise SystemExit(f"poa worker: POA_WORKER_TOPOLOGY must be single or scaled, not "
+                         f"{settings.worker_topology!r}")
     try:
-        app, pipe = build_app(settings)
+        if settings.worker_topology == "scaled":
+            from poa_stream.processors.scaled import build_scaled_app
+            app, pipe = build_scaled_app(settings)
+        else:
+            app, pipe = build_app(settings)
     except (StoreLocked, PolicyMismatch) as exc:
         log.critical("%s", exc)
         raise SystemExit(f"poa worker: {exc}") from None

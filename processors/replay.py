@@ -201,3 +201,19 @@ def replay_file(path: Path, settings: Settings, sink: Sink,
     warmup()
     return replay_into(((topic_of(l), l) for l in iter_lines(path)), settings, sink,
                        on_progress=on_progress, in_order=in_order)
+
+
+def replay_merged(settings: Settings, per_source) -> tuple[Core, Result]:
+    """The scaled topology's processing of a finite input log without Kafka: each source's
+    envelopes (processors/merge.py; in offset order) merged, then fed to the core one by one
+    like the sequence owner feeds them. The reference the scaled worker must equal."""
+    from datetime import datetime, timezone
+
+    from poa_stream.processors.merge import merged_order
+    core, res = Core(settings), Result()
+    for held in merged_order(per_source):
+        rts = (datetime.fromtimestamp(held.record_ts_ms / 1000.0, timezone.utc)
+               if held.record_ts_ms is not None else None)
+        res.extend(core.process(held.topic, held.raw, held.partition, True, record_ts=rts))
+        res.extend(core.release(None))
+    return core, res

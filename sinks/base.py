@@ -127,6 +127,7 @@ class Sink(ABC):
     database: str
     generation: int = 0  # lease generation of this writer (sinks/lease.py); 0: no lease held
     lease = None  # sinks.lease.Lease while one is held
+    require_lease = False  # refuse every write while no lease is held (the scaled sequence owner)
 
     # ---- engine primitives
     @abstractmethod
@@ -230,6 +231,8 @@ class Sink(ABC):
                 raise FatalSinkError(f"{name}: a row lacks column {exc}") from None
             check_columns(name, cols)
             plan.append((name, cols))
+        if plan and self.lease is None and self.require_lease:
+            raise FatalSinkError("no writer lease held: this worker does not own the sequence")
         if plan and self.lease is not None:
             self.lease.check()  # one writer per store: raises LeaseLost (fatal) when fenced
         for name, cols in plan:
@@ -243,7 +246,7 @@ class Sink(ABC):
     def _landed(self, table: str, cols: dict[str, list]) -> bool:
         """Whether this batch's rows of ``table`` are stored (tables with ``seq`` only; for
         the others the dedup token decides)."""
-        if "seq" not in cols or table not in DERIVED_TABLES + ["events"]:
+        if "seq" not in cols or table not in DERIVED_TABLES + ["events"] or not TABLES[table].landed_by_seq:
             return False
         lo, hi = min(cols["seq"]), max(cols["seq"])
         try:
@@ -323,6 +326,34 @@ class Sink(ABC):
         n = int(self.scalar(f"SELECT count() FROM {db}.inbox WHERE {done}") or 0)
         if n:
             self.command(f"ALTER TABLE {db}.inbox DELETE WHERE {done} SETTINGS mutations_sync = 2")
+        return n
+
+    def load_merge(self) -> tuple[list[tuple], list[tuple]]:
+        """The scaled topology's merge state (processors/merge.py ``Merge.restore``): per
+        source (topic, partition, highest accepted offset, frontier), and the held messages
+        not done (topic, partition, offset, order time, rank, key, record ts ms, payload)."""
+        db = self.database
+        _, frontier = self.query(
+            f"SELECT src_topic, src_partition, max(src_offset), max(order_us) FROM {db}.merge_log "
+            "GROUP BY src_topic, src_partition ORDER BY src_topic, src_partition")
+        _, held = self.query(
+            f"SELECT src_topic, src_partition, src_offset, order_us, rank, key, record_ts_ms, payload "
+            f"FROM {db}.merge_log WHERE done = 0 AND (src_topic, src_partition, src_offset) NOT IN "
+            f"(SELECT src_topic, src_partition, src_offset FROM {db}.merge_log WHERE done = 1) "
+            "ORDER BY order_us, rank, key, src_topic, src_partition, src_offset")
+        return frontier, held
+
+    def prune_merge(self) -> int:
+        """Delete the merge rows of processed positions, except each source's highest one
+        (it holds the source's offset and frontier); returns how many positions went."""
+        db = self.database
+        done = (f"(src_topic, src_partition, src_offset) IN (SELECT src_topic, src_partition, src_offset "
+                f"FROM {db}.merge_log WHERE done = 1) AND (src_topic, src_partition, src_offset) NOT IN "
+                f"(SELECT src_topic, src_partition, max(src_offset) FROM {db}.merge_log "
+                "GROUP BY src_topic, src_partition)")
+        n = int(self.scalar(f"SELECT count() FROM {db}.merge_log WHERE done = 1 AND {done}") or 0)
+        if n:
+            self.command(f"ALTER TABLE {db}.merge_log DELETE WHERE {done} SETTINGS mutations_sync = 2")
         return n
 
     def logged_key(self, seq: int) -> str | None:

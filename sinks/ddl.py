@@ -34,6 +34,7 @@ class Table:
     order_by: str
     partition_by: str | None = None
     dedup_window: int = 1000  # non_replicated_deduplication_window (0: none); see sinks/base.py
+    landed_by_seq: bool = True  # a retry finds this table's rows of a batch by their seq range
 
     @property
     def column_names(self) -> list[str]:
@@ -112,6 +113,14 @@ TABLES: dict[str, Table] = {t.name: t for t in [
         ("e2l_p50_ms", "Float64"), ("e2l_p99_ms", "Float64"), ("e2l_max_ms", "Float64")),
         "MergeTree", "(topic, ts)", "toYYYYMMDD(ts)"),
     Table("outbox", (("seq", "UInt64"),), "MergeTree", "seq"),
+    # the scaled topology's merge (processors/merge.py): per accepted input position a held
+    # row (payload base64, seq 0) and, once processed, a done row (seq of its processing);
+    # order times in microseconds since the epoch (exact on both engines)
+    Table("merge_log", (
+        ("src_topic", LC), ("src_partition", "UInt32"), ("src_offset", "Int64"),
+        ("order_us", "Int64"), ("rank", "Int64"), ("key", "String"),
+        ("record_ts_ms", "Int64"), ("payload", "String"), ("done", "UInt32"), ("seq", "UInt64")),
+        "MergeTree", "(src_topic, src_partition, src_offset, done)", landed_by_seq=False),
     Table("events", (
         ("seq", "UInt64"), ("event_id", "String"), ("type", LC), ("topic", LC), ("ts", TS),
         ("status", LC), ("payload", "String")),

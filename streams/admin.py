@@ -78,6 +78,18 @@ def create_topics(conn, partitions: int, replication_factor: int = 1,
         admin.close()
 
 
+def input_sources(conn, topic_names=topics.INPUT_TOPICS) -> list[tuple[str, int]]:
+    """Every (topic, partition) of ``topic_names`` the broker has (the scaled merge's sources)."""
+    from kafka import KafkaConsumer
+
+    from poa_stream.streams.connection import as_connection
+    consumer = KafkaConsumer(**as_connection(conn).kafka_python())
+    try:
+        return [(t, p) for t in topic_names for p in sorted(consumer.partitions_for_topic(t) or ())]
+    finally:
+        consumer.close()
+
+
 def group_progress(conn, group: str, topic_names=topics.INPUT_TOPICS) -> list[PartitionProgress]:
     """Begin/end/committed offsets of every partition of ``topic_names`` for ``group``."""
     from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition

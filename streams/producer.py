@@ -59,12 +59,15 @@ class EventProducer:
 
 
 def raw_key(raw: bytes) -> bytes | None:
-    """The partition key of a raw message when it decodes; None for a malformed one."""
+    """The partition key of a raw message when it decodes; for a malformed one a digest of its
+    bytes (the same message always lands on the same partition: the same input, the same log)."""
+    import hashlib
+
     from poa_stream.streams.events import EventError
     try:
         return key_of(decode_event(raw)).encode()
     except EventError:
-        return None
+        return b"raw:" + hashlib.blake2b(raw, digest_size=8).hexdigest().encode()
 
 
 def produce_records(conn, records, on_progress=None, **client_kwargs) -> int:

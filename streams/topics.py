@@ -21,6 +21,13 @@ TOPIC_OF_TYPE: dict[str, str] = {
 }
 
 
+def sequence_topic(group: str) -> str:
+    """The scaled topology's internal topic (processors/scaled.py): the input forwarded by the
+    intake stage, one partition (one sequence owner). Named after the consumer group, so two
+    deployments on one cluster never share it."""
+    return f"{group}.sequence"
+
+
 def partitions_for(topic: str, default_partitions: int) -> int:
     """Explicit partition count per topic. Models are few and ordered: one partition."""
-    return 1 if topic == MODELS else default_partitions
+    return 1 if topic == MODELS or topic.endswith(".sequence") else default_partitions

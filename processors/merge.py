@@ -1,0 +1,251 @@
+"""Deterministic merge of the input partitions: the order that decides the ledger.
+
+The scaled topology (processors/scaled.py) has many intake workers forwarding the input
+partitions into one sequence; how their messages interleave there depends on timing, on
+which worker owns which partition and on crashes. This module turns that interleaving
+into one order that depends only on the input log:
+
+- A *source* is one input partition (topic, partition). Each forwarded message carries
+  its source position (offset). Per source, only positions above the highest one seen
+  are accepted (``hi``): re-forwarded messages (a retry, a zombie intake worker that lost
+  the partition, a re-read after a crash) are dropped, so every source's accepted
+  messages are exactly its log, in offset order, each once (forwarders keep offset order).
+- The source's *frontier* ``F`` is the largest order time it accepted. A message with
+  event time ``ts`` gets the order time ``t = max(ts, F)`` (an unparsable one: ``t = F``),
+  then ``F = t``. So a source's order times never decrease, and a message that is late
+  within its own partition is placed at its partition's frontier: a fact of the log.
+- The *watermark* ``W`` is the smallest frontier over all sources (none while a source
+  has delivered nothing). Messages are released in the order
+  ``(t, type rank, event id, topic, partition, offset)`` once ``t < W``. Every message
+  still to come from a source has ``t >= F_source >= W``, so no release can be overtaken:
+  the released order is the sort of the whole log by that key, whatever the arrival order.
+- A *tick* on a source (``tick(source, T)``) is a message in the source's log saying
+  "nothing before T follows": it moves ``F`` like an event would. The sequence owner
+  appends ticks to input partitions that hold the watermark back when nothing has moved
+  for a while (an idle partition); since the tick is in the log, every later reading of
+  the log takes the same decision.
+
+Pure Python, no Kafka: the worker, the offline check (:func:`merged_order`) and the tests
+run the same code. Times are timezone-aware UTC datetimes (microseconds).
+"""
+from __future__ import annotations
+
+import base64
+import heapq
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from collections.abc import Iterable, Iterator
+
+from poa_stream.processors.order import TYPE_RANK
+
+Source = tuple[str, int]
+EPOCH0 = datetime(1970, 1, 1, tzinfo=timezone.utc)
+INVALID_RANK = -1  # unparsable messages sort before events at the same order time
+TICK_HEADER = "poa-tick"  # Kafka header of a tick record on an input partition (value: ISO time)
+ENVELOPE_VERSION = 2
+ONE_US = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One input message as the intake stage forwards it (contract v2, internal topic).
+
+    ``etype``/``event_id``/``ts``: what intake decoded (``None``: the payload is invalid;
+    the sequence's core dead-letters it with the reason). ``tick``: a tick record (no
+    payload). ``record_ts_ms``: the Kafka record's timestamp (bounds the event's time)."""
+    topic: str
+    partition: int
+    offset: int
+    raw: bytes
+    record_ts_ms: int | None = None
+    etype: str | None = None
+    event_id: str | None = None
+    ts: datetime | None = None
+    tick: datetime | None = None
+
+    @property
+    def source(self) -> Source:
+        return (self.topic, self.partition)
+
+    def encode(self) -> bytes:
+        head = {"v": ENVELOPE_VERSION, "s": self.topic, "p": self.partition, "o": self.offset,
+                "r": self.record_ts_ms, "t": self.etype, "id": self.event_id,
+                "ts": _iso(self.ts), "tick": _iso(self.tick)}
+        return json.dumps(head, separators=(",", ":")).encode() + b"\n" + self.raw
+
+    @classmethod
+    def decode(cls, data: bytes) -> "Envelope":
+        head, _, raw = data.partition(b"\n")
+        h = json.loads(head)
+        if h.get("v") != ENVELOPE_VERSION:
+            raise ValueError(f"envelope version {h.get('v')!r} is not {ENVELOPE_VERSION}")
+        return cls(h["s"], int(h["p"]), int(h["o"]), raw, h.get("r"), h.get("t"), h.get("id"),
+                   _dt(h.get("ts")), _dt(h.get("tick")))
+
+
+def tick_of(headers) -> datetime | None:
+    """The tick time a Kafka record's headers carry (``poa-tick``), or None: not a tick.
+    ``headers``: a list of (key, bytes) pairs or a mapping (Faust gives either)."""
+    if not headers:
+        return None
+    items = headers.items() if hasattr(headers, "items") else headers
+    for k, v in items:
+        if (k.decode() if isinstance(k, bytes) else k) == TICK_HEADER:
+            try:
+                return _utc(v.decode() if isinstance(v, bytes) else v)
+            except ValueError:
+                return None
+    return None
+
+
+def invalid_key(topic: str, raw: bytes) -> str:
+    """The log key of an unparsable message (the same as processors/core.py gives it)."""
+    return "invalid:" + hashlib.blake2b(topic.encode() + b"\0" + raw, digest_size=12).hexdigest()
+
+
+@dataclass(frozen=True, order=True)
+class Held:
+    """An accepted message waiting for the watermark; ordered by its merge key."""
+    t: datetime
+    rank: int
+    key: str
+    topic: str
+    partition: int
+    offset: int
+    raw: bytes = b""
+    record_ts_ms: int | None = None
+
+    def row(self, seq: int, done: bool) -> dict:
+        """A ``merge_log`` row (sinks/ddl.py): held (with the payload) or done (without)."""
+        return {"src_topic": self.topic, "src_partition": self.partition, "src_offset": self.offset,
+                "order_us": to_us(self.t), "rank": self.rank, "key": self.key,
+                "record_ts_ms": -1 if self.record_ts_ms is None else self.record_ts_ms,
+                "payload": "" if done else base64.b64encode(self.raw).decode("ascii"),
+                "done": int(done), "seq": seq}
+
+
+class Merge:
+    """The merge state of the sequence: per source the highest accepted offset and the
+    frontier, and the held messages. ``sources``: every input partition (a source not in
+    it is added when it first delivers)."""
+
+    def __init__(self, sources: Iterable[Source] = ()):
+        self.hi: dict[Source, int] = {}
+        self.frontier: dict[Source, datetime] = {}
+        self.sources: set[Source] = set(sources)
+        self.heap: list[Held] = []
+        self.new_held: list[Held] = []  # accepted since the last take_rows()
+        self.released: list[tuple[Held, int]] = []  # (held, seq after it) since take_rows()
+        self.dropped = 0  # re-forwarded positions
+
+    # ------------------------------------------------------------------ input
+    def accept(self, env: Envelope) -> bool:
+        """Take one forwarded message; False when its position was seen (nothing changes)."""
+        src = env.source
+        self.sources.add(src)
+        if env.offset <= self.hi.get(src, -1):
+            self.dropped += 1
+            return False
+        self.hi[src] = env.offset
+        f = self.frontier.get(src)
+        if env.tick is not None:
+            t = env.tick if f is None else max(env.tick, f)
+            self.frontier[src] = t
+            return True
+        base = env.ts if env.etype is not None else None
+        t = max(base, f) if (base is not None and f is not None) else (base or f or EPOCH0)
+        self.frontier[src] = t
+        rank = TYPE_RANK.get(env.etype, INVALID_RANK) if env.etype is not None else INVALID_RANK
+        key = env.event_id if env.etype is not None else invalid_key(env.topic, env.raw)
+        held = Held(t, rank, key, env.topic, env.partition, env.offset, env.raw, env.record_ts_ms)
+        heapq.heappush(self.heap, held)
+        self.new_held.append(held)
+        return True
+
+    def watermark(self) -> datetime | None:
+        """min frontier over the sources; None while a source has delivered nothing."""
+        if not self.sources or any(s not in self.frontier for s in self.sources):
+            return None
+        return min(self.frontier[s] for s in self.sources)
+
+    def ready(self) -> Iterator[Held]:
+        """Pop the held messages the watermark has passed, in merge order."""
+        w = self.watermark()
+        while w is not None and self.heap and self.heap[0].t < w:
+            yield heapq.heappop(self.heap)
+
+    def drain(self) -> Iterator[Held]:
+        """Everything held, in merge order (the end of a finite log: offline use only)."""
+        while self.heap:
+            yield heapq.heappop(self.heap)
+
+    def done(self, held: Held, seq: int) -> None:
+        """``held`` was processed; ``seq`` is the core's seq after it."""
+        self.released.append((held, seq))
+
+    # ------------------------------------------------------------------ ticks
+    def lagging(self) -> tuple[datetime | None, list[Source]]:
+        """(T, sources): the tick that would release everything held — one microsecond
+        past the newest held order time — and the sources whose frontier is below it."""
+        if not self.heap:
+            return None, []
+        t = max(h.t for h in self.heap) + ONE_US
+        return t, sorted(s for s in self.sources if self.frontier.get(s, EPOCH0 - ONE_US) < t)
+
+    # ------------------------------------------------------------------ persistence
+    def take_rows(self) -> list[dict]:
+        """``merge_log`` rows since the last call: new held messages (seq 0: never orphans)
+        and done markers (with the seq of their processing: orphans of an interrupted batch
+        are removed with the batch, sinks/base.py ``recover``)."""
+        rows = [h.row(0, False) for h in self.new_held]
+        rows += [h.row(seq, True) for h, seq in self.released]
+        self.new_held, self.released = [], []
+        return rows
+
+    def restore(self, frontier_rows: Iterable[tuple], held_rows: Iterable[tuple]) -> None:
+        """From the store: (topic, partition, max offset, max order time in µs) per source, and
+        the held messages (topic, partition, offset, order µs, rank, key, record ts ms, payload b64)."""
+        for topic, part, hi, t in frontier_rows:
+            src = (topic, int(part))
+            self.sources.add(src)
+            self.hi[src] = int(hi)
+            self.frontier[src] = from_us(t)
+        for topic, part, off, t, rank, key, rts, payload in held_rows:
+            heapq.heappush(self.heap, Held(from_us(t), int(rank), key, topic, int(part), int(off),
+                                           base64.b64decode(payload), None if int(rts) < 0 else int(rts)))
+
+
+def merged_order(per_source: dict[Source, list[Envelope]]) -> list[Held]:
+    """The order the sequence processes a finite log in: each source's envelopes in offset
+    order, merged (the offline reference for tests and audits)."""
+    m = Merge(per_source.keys())
+    for envs in per_source.values():
+        for e in envs:
+            m.accept(e)
+    return list(m.drain())
+
+
+def to_us(t: datetime) -> int:
+    """Microseconds since the epoch (exact: how ``merge_log`` stores order times)."""
+    d = t - EPOCH0
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
+
+
+def from_us(us) -> datetime:
+    return EPOCH0 + timedelta(microseconds=int(us))
+
+
+def _iso(t: datetime | None) -> str | None:
+    return None if t is None else t.astimezone(timezone.utc).isoformat()
+
+
+def _dt(s: str | None) -> datetime | None:
+    return None if s is None else datetime.fromisoformat(s)
+
+
+def _utc(t) -> datetime:
+    if isinstance(t, str):
+        t = datetime.fromisoformat(t)
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)

@@ -1,0 +1,121 @@
+"""The scaled topology on the real broker: 1, 2 and 3 workers in one consumer group, and 3
+workers of which the sequence owner is SIGKILLed mid-run, all give the same event log,
+ledger and epoch roots, equal to the offline merge of the same input log
+(processors/replay.py ``replay_merged``)."""
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+
+import pytest
+from support.worker import WorkerProcess
+
+from poa_stream import scenario as sc
+from poa_stream.kafka_local import reset_topics
+from poa_stream.processors.replay import replay_merged
+from poa_stream.processors.scaled import read_input_log
+from poa_stream.sinks.chdb_sink import ChdbSink
+from poa_stream.streams.producer import produce_records
+
+pytestmark = pytest.mark.kafka
+
+
+def snapshot(sink) -> dict:
+    db = sink.database
+    _, events = sink.query(f"SELECT seq, event_id, status FROM {db}.events ORDER BY seq")
+    _, ledger = sink.query(f"SELECT entry_id, epoch, account, role, source, toString(amount), ref_event_id "
+                           f"FROM {db}.reward_ledger ORDER BY entry_id")
+    _, roots = sink.query(f"SELECT epoch, merkle_root, entries FROM {db}.epochs ORDER BY epoch")
+    return {"events": [tuple(r) for r in events], "ledger": [tuple(r) for r in ledger],
+            "roots": [tuple(r) for r in roots]}
+
+
+def expected_of(res) -> dict:
+    ev = [(r["seq"], r["event_id"], r["status"]) for r in res.rows["events"]]
+    led = sorted((r["entry_id"], r["epoch"], r["account"], r["role"], r["source"], str(r["amount"]),
+                  r["ref_event_id"]) for r in res.rows["reward_ledger"])
+    roots = sorted((r["epoch"], r["merkle_root"], r["entries"]) for r in res.rows.get("epochs", []))
+    return {"events": ev, "ledger": led, "roots": roots}
+
+
+RECORDS = None
+
+
+def records() -> list[tuple[str, bytes]]:
+    """The seeded scenario (about 1,700 events, malformed ones and re-deliveries included)."""
+    global RECORDS
+    if RECORDS is None:
+        RECORDS = [(t, raw.encode() if isinstance(raw, str) else raw)
+                   for t, raw in sc.generate(seed=11, scale=0.5).records]
+    return RECORDS
+
+
+def run_group(bootstrap: str, ch_http, chdb_path, tmp_path, settings, n_workers: int,
+              kill_owner_at: float | None = None) -> tuple[dict, dict, list[dict]]:
+    """Fresh input topics, ``n_workers`` scaled workers in a new group, every one assigned
+    partitions before the scenario is produced; returns (stored, offline reference of the
+    produced input log, worker statuses)."""
+    reset_topics(bootstrap, 3)
+    tag = uuid.uuid4().hex[:8]
+    db = f"scaled_{n_workers}_{tag}"
+    sink = ChdbSink(chdb_path, db)
+    sink.ensure_schema()
+    env = dict(POA_KAFKA_BOOTSTRAP=bootstrap, POA_STORE_ENGINE="http", POA_WORKER_TOPOLOGY="scaled",
+               POA_CLICKHOUSE_URL=f"http://127.0.0.1:{ch_http.port}", POA_CLICKHOUSE_DATABASE=db,
+               POA_WORKER_ID=f"poa-test-scaled-{tag}", POA_WORKER_SESSION_TIMEOUT_S="6",
+               POA_STORE_LEASE_TTL_S="4", POA_MERGE_TICK_AFTER_S="4", POA_WORKER_BATCH_MAX="100",
+               POA_SNAPSHOT_DIR=str(tmp_path / f"snap-{tag}"), POA_SNAPSHOT_EVERY_EVENTS="300")
+    workers = [WorkerProcess(tmp_path / f"w{n_workers}-{i}-{tag}", POA_WORKER_INSTANCE_ID=f"w{i}", **env).start()
+               for i in range(n_workers)]
+    count = lambda: int(sink.scalar(f"SELECT count() FROM {db}.events") or 0)  # noqa: E731
+    killed = None
+    try:
+        n_parts = 3 * 3 + 1 + 1  # three input topics of 3 partitions, models (1), the sequence (1)
+        def ours(w) -> list[str]:  # Faust's own leader topic aside
+            return [tp for tp in w.status().get("assigned", ()) if "__assignor" not in tp]
+        workers[0].wait_until(lambda: all(ours(w) for w in workers) and
+                              sum(len(ours(w)) for w in workers) == n_parts,
+                              timeout_s=240, what=f"{n_workers} workers sharing {n_parts} partitions")
+        produce_records(bootstrap, records())
+        _, res = replay_merged(settings, read_input_log(bootstrap))
+        want = expected_of(res)
+        n_events = len(want["events"])
+        if kill_owner_at is not None:
+            deadline = time.monotonic() + 240
+            while count() < kill_owner_at * n_events:
+                assert time.monotonic() < deadline, [w.log_tail() for w in workers]
+                assert all(w.alive() for w in workers), [w.log_tail() for w in workers]
+                time.sleep(0.1)
+            owner = next(w for w in workers if w.status().get("sequence_owner"))
+            owner.stop(signal.SIGKILL)
+            killed = owner
+            at_kill = count()
+            assert at_kill < n_events, "the kill came after the end: nothing was left to move"
+        live = [w for w in workers if w is not killed]
+        live[0].wait_until(lambda: count() >= n_events and all(w.alive() for w in live), timeout_s=300,
+                           what=f"{n_events} logged events")
+        time.sleep(1.5)  # nothing more may come
+        assert count() == n_events
+    finally:
+        codes = [w.stop() for w in workers if w is not killed]
+    assert codes == [0] * len(codes), [w.log_tail() for w in workers]
+    statuses = [w.status() for w in workers]
+    got = snapshot(sink)
+    sink.close()
+    return got, want, statuses
+
+
+def test_same_ledger_whatever_the_number_of_workers_and_after_a_kill(kafka_bootstrap, ch_http, chdb_path,
+                                                                     settings, tmp_path):
+    one, want, st1 = run_group(kafka_bootstrap, ch_http, chdb_path, tmp_path, settings, 1)
+    assert len(want["events"]) > 1000 and want["ledger"] and want["roots"]
+    assert one == want
+    two, want2, st2 = run_group(kafka_bootstrap, ch_http, chdb_path, tmp_path, settings, 2)
+    assert two == want2 == want
+    assert all(s.get("forwarded", 0) > 0 for s in st2), st2  # the intake was shared out
+    three, want3, st3 = run_group(kafka_bootstrap, ch_http, chdb_path, tmp_path, settings, 3, kill_owner_at=0.3)
+    assert three == want3 == want
+    assert all(s.get("forwarded", 0) > 0 for s in st3), st3
+    # the sequence moved: a survivor became its owner after the kill
+    assert sum(s.get("activations", 0) for s in st3) >= 2, st3
