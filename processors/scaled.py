@@ -310,6 +310,18 @@ def build_scaled_app(settings: Settings, sink: Sink | None = None) -> tuple[faus
             async with pipe.lock:
                 await pipe.deactivate("partition revoked")
 
+    @app.on_before_shutdown.connect
+    async def hand_over(sender, **_kw) -> None:
+        """At a clean stop: release the lease now, so the next owner need not wait it out."""
+        try:
+            await asyncio.wait_for(pipe.lock.acquire(), 15.0)
+        except asyncio.TimeoutError:
+            return  # a batch is still being written: the lease expires after its TTL
+        try:
+            await pipe.deactivate("stopping")
+        finally:
+            pipe.lock.release()
+
     @app.timer(interval=0.5)
     async def tick_idle() -> None:
         pipe.loop_tick = time.monotonic()

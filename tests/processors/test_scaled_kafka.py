@@ -52,7 +52,7 @@ def records() -> list[tuple[str, bytes]]:
 
 
 def run_group(bootstrap: str, ch_http, chdb_path, tmp_path, settings, n_workers: int,
-              kill_owner_at: float | None = None) -> tuple[dict, dict, list[dict]]:
+              kill_owner_at: float | None = None, sig: int = signal.SIGKILL) -> tuple[dict, dict, list[dict]]:
     """Fresh input topics, ``n_workers`` scaled workers in a new group, every one assigned
     partitions before the scenario is produced; returns (stored, offline reference of the
     produced input log, worker statuses)."""
@@ -88,7 +88,8 @@ def run_group(bootstrap: str, ch_http, chdb_path, tmp_path, settings, n_workers:
                 assert all(w.alive() for w in workers), [w.log_tail() for w in workers]
                 time.sleep(0.1)
             owner = next(w for w in workers if w.status().get("sequence_owner"))
-            owner.stop(signal.SIGKILL)
+            rc = owner.stop(sig)
+            assert rc == (0 if sig == signal.SIGTERM else -signal.SIGKILL), owner.log_tail()
             killed = owner
             at_kill = count()
             assert at_kill < n_events, "the kill came after the end: nothing was left to move"
@@ -100,7 +101,8 @@ def run_group(bootstrap: str, ch_http, chdb_path, tmp_path, settings, n_workers:
     finally:
         codes = [w.stop() for w in workers if w is not killed]
     assert codes == [0] * len(codes), [w.log_tail() for w in workers]
-    statuses = [w.status() for w in workers]
+    statuses = [{**w.status(), "log": w.log_path.read_text(errors="replace"), "stopped_mid_run": w is killed}
+                for w in workers]
     got = snapshot(sink)
     sink.close()
     return got, want, statuses
@@ -119,3 +121,16 @@ def test_same_ledger_whatever_the_number_of_workers_and_after_a_kill(kafka_boots
     assert all(s.get("forwarded", 0) > 0 for s in st3), st3
     # the sequence moved: a survivor became its owner after the kill
     assert sum(s.get("activations", 0) for s in st3) >= 2, st3
+
+
+def test_a_gracefully_stopped_owner_hands_the_sequence_over(kafka_bootstrap, ch_http, chdb_path, settings,
+                                                            tmp_path):
+    """SIGTERM to the sequence owner mid-run: it releases the lease and the producer, a
+    survivor takes over without waiting out the lease, and the ledger is the offline one."""
+    got, want, st = run_group(kafka_bootstrap, ch_http, chdb_path, tmp_path, settings, 2, kill_owner_at=0.3,
+                              sig=signal.SIGTERM)
+    assert got == want
+    stopped = next(s for s in st if s["stopped_mid_run"])
+    survivor = next(s for s in st if s is not stopped)
+    assert "sequence released (stopping)" in stopped["log"] and not stopped["sequence_owner"]
+    assert survivor["activations"] == 1 and "waiting for the store's writer lease" not in survivor["log"]
