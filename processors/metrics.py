@@ -17,6 +17,8 @@ when Prometheus scrapes, so they are never stale. Metric names (all prefixed ``p
   ``outbox_messages_total``; gauges ``outbox_ready`` (1 while the transactional producer
   is up), ``outbox_unpublished_seq`` (stored seqs not yet published);
 - ``seq``, ``buffered_events``, ``ready``, ``snapshot_age_seconds`` (absent without snapshots);
+- scaled topology only: ``sequence_owner``, ``merge_held_messages``, ``intake_forwarded_total``,
+  ``merge_ticks_total``;
 - ``consumer_lag{topic,partition}`` and ``consumer_lag_total``: read from the broker
   (end offset minus the group's committed offset), cached ``LAG_CACHE_S``; ``consumer_lag_up``
   is 0 when the broker could not be asked.
@@ -121,6 +123,16 @@ class _PipelineGauges:
         if p.last_snapshot_unix is not None:
             yield g("poa_snapshot_age_seconds", "Seconds since the last core snapshot",
                     value=time.time() - p.last_snapshot_unix)
+        merge = getattr(p, "merge", None)  # the scaled topology (processors/scaled.py)
+        if merge is not None:
+            yield g("poa_sequence_owner", "1 while this worker owns the sequence (scaled topology)",
+                    value=1 if p.active else 0)
+            yield g("poa_merge_held_messages", "Messages waiting for every input partition's frontier",
+                    value=len(merge.heap))
+            yield g("poa_intake_forwarded_total", "Input messages this worker forwarded to the sequence",
+                    value=p.forwarded)
+            yield g("poa_merge_ticks_total", "Tick records this worker appended to idle input partitions",
+                    value=p.ticks_sent)
         parts, up = self._lag_now()
         yield g("poa_consumer_lag_up", "1 when the broker answered the last lag query", value=1 if up else 0)
         lag = g("poa_consumer_lag", "Messages behind the end offset, per input partition (from the broker)",

@@ -235,9 +235,11 @@ class Sink(ABC):
             raise FatalSinkError("no writer lease held: this worker does not own the sequence")
         if plan and self.lease is not None:
             self.lease.check()  # one writer per store: raises LeaseLost (fatal) when fenced
-        for name, cols in plan:
+        for i, (name, cols) in enumerate(plan):
             if retry and self._landed(name, cols):
                 continue
+            if i and self.lease is not None:
+                self.lease.check_due()  # paused mid-batch and replaced: not one insert more
             try:
                 self.insert(name, cols, f"{key}:{name}")
             except Exception as exc:

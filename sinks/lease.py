@@ -146,6 +146,17 @@ class Lease:
         else:
             self._verify()
 
+    def check_due(self) -> None:
+        """Between the inserts of one batch: renew (and so verify) only when a renewal is due.
+        A writer paused long enough to be replaced (``ttl_s``) is always due (``ttl_s / 3``),
+        so a pause between two inserts of a batch is caught before the next one; what no
+        lease can catch is a pause between this check and the insert right after it (the
+        store has no conditional insert to check a fencing token against)."""
+        if not self.generation:
+            raise LeaseLost("no writer lease held: acquire it before writing")
+        if time.monotonic() - self._renewed >= self.ttl_s / 3:
+            self.renew()
+
     def release(self) -> None:
         """At a clean stop: mark the lease free (best effort; a dead writer's lease expires)."""
         if not self.generation:

@@ -126,3 +126,28 @@ def test_taking_the_lease_survives_a_cut_connection(ch_http, database, mode):
         lease.check()
         assert proxy.counts[mode] == 2  # the client re-sends once; two cuts reach the sink
         sink.close()
+
+
+def test_a_writer_paused_between_two_inserts_of_a_batch_writes_no_more(engines):
+    """The lease is checked before a batch and, when a renewal is due, between its inserts:
+    a writer paused mid-batch long enough to be replaced stops before its next insert."""
+    a, b = engines
+    old = Lease(a, ttl_s=1.0, owner="worker-a", settle_s=0)
+    old.acquire()
+    real_insert, calls = a.insert, []
+
+    def insert_then_pause(table, cols, token):
+        real_insert(table, cols, token)
+        calls.append(table)
+        if len(calls) == 1:  # paused right after the first insert; the other writer takes over
+            time.sleep(1.3)
+            Lease(b, ttl_s=1.0, owner="worker-b", settle_s=0).acquire()
+    a.insert = insert_then_pause
+    ts = datetime.now(timezone.utc)
+    rows = {"deadletter": [{"event_id": "x", "topic": "t", "reason": "r", "payload": "", "ts": ts, "seq": 1}],
+            "events": [{"seq": 1, "event_id": "e", "type": "usage", "topic": "t", "ts": ts,
+                        "status": "ok", "payload": "{}"}]}
+    with pytest.raises(LeaseLost, match="now held by worker-b"):
+        a.write(rows)
+    assert calls == ["deadletter"]
+    assert a.scalar(f"SELECT count() FROM {a.database}.events") == 0

@@ -29,7 +29,8 @@ from poa_stream.sinks.lease import Lease
 
 SEED, SCALE, BATCH_EVENTS = 3, 0.1, 48
 METRICS_TS = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
-SEQ_TABLES = set(DERIVED_TABLES) | {"events"}  # a retry skips these once their rows landed
+# a retry skips these once their rows landed (merge_log: the dedup token decides, sinks/ddl.py)
+SEQ_TABLES = {t for t in set(DERIVED_TABLES) | {"events"} if TABLES[t].landed_by_seq}
 BATCH_TABLES = [t for t in WRITE_ORDER if t != "outbox"]  # outbox is a write of its own
 REPLACING = {n for n, t in TABLES.items() if t.engine.startswith("Replacing")}
 
@@ -44,6 +45,10 @@ def run(tmp_path_factory):
     from poa_stream.processors.replay import process_all
     records = [(t, line.encode()) for t, line in generate(seed=SEED, scale=SCALE).records]
     core, out = process_all(Settings(home=tmp_path_factory.mktemp("ref")), records)
+    # the scaled topology's merge log: a done row per logged event (its position, its seq)
+    out.rows["merge_log"] = [{"src_topic": e["topic"], "src_partition": 0, "src_offset": e["seq"],
+                              "order_us": e["seq"], "rank": 0, "key": e["event_id"], "record_ts_ms": -1,
+                              "payload": "", "done": 1, "seq": e["seq"]} for e in out.rows["events"]]
     batches = []
     for b, lo in enumerate(range(1, core.seq + 1, BATCH_EVENTS)):
         hi = lo + BATCH_EVENTS - 1
