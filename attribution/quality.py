@@ -429,7 +429,7 @@ _CODE_LINE = re.compile(
     r"^\s{2,}\S|[{};]\s*$|^\s*(#|//|/\*|\*|--|def |class |import |from \S+ import|return\b|if\b.*[:{(]|"
     r"for\b.*[:{(]|while\b|else\b|elif\b|fi\s*$|done\s*$|esac|case\b|function\b|local\b|export\b|"
     r"echo\b|typedef\b|struct\b|enum\b|static\b|const\b|void\b|int\b|unsigned\b|extern\b|"
-    r"[A-Za-z_][\w.\[\]]*\s*[+\-*/]?=\s)")
+    r"[A-Za-z_][\w.\[\]]*\s*[+\-*/]?=\s|[A-Za-z_]\w*=\S)")  # the last: a shell assignment (NAME=value)
 FORM_MAX_LINES = 200
 
 
@@ -438,9 +438,12 @@ def text_form(text: str) -> str:
     lines: a table when at least 4 lines and 80% of them hold the same positive number of
     one delimiter (tab, comma, semicolon, pipe), or 80% hold a tab after their indentation,
     or 90% hold between half and all of the first line's delimiters (3 or more: ragged rows)
-    in fields of 16 characters or less on average; code when at least 5 lines and half of
-    them look like code (indentation, a trailing brace or semicolon, a comment marker, a
-    keyword or an assignment); prose otherwise (a paragraph is one long line)."""
+    in fields of 16 characters or less on average; code when it starts with an interpreter
+    line (``#!``), or at least 5 lines and half of them look like code (indentation, a
+    trailing brace or semicolon, a comment marker, a keyword or an assignment, shell's
+    ``NAME=value`` included); prose otherwise (a paragraph is one long line)."""
+    if text.startswith("#!"):  # an interpreter line: a script, whatever its lines look like
+        return "code"
     lines = [ln for ln in text.splitlines()[:4 * FORM_MAX_LINES] if ln.strip()][:FORM_MAX_LINES]
     data = [ln for ln in lines if not ln.lstrip().startswith("#")]
     if len(data) >= 4:

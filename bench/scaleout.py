@@ -60,7 +60,22 @@ def broker_pid(work: Path) -> int | None:
     return int(out[0]) if out else None
 
 
-def run(n: int, bootstrap: str, http_port: int, records, work: Path, sink_path: Path) -> dict:
+def produce_paced(bootstrap: str, records, eps: float) -> None:
+    """Produce at about ``eps`` messages per second (a live flow below capacity)."""
+    from poa_stream.streams.producer import EventProducer, raw_key
+    t0 = time.perf_counter()
+    with EventProducer(bootstrap) as producer:
+        for i, (topic, raw) in enumerate(records):
+            producer.send_raw(topic, raw, key=raw_key(raw))
+            if i % 10 == 9:
+                producer.flush()
+                ahead = t0 + (i + 1) / eps - time.perf_counter()
+                if ahead > 0:
+                    time.sleep(ahead)
+
+
+def run(n: int, bootstrap: str, http_port: int, records, work: Path, sink_path: Path,
+        pace_eps: float | None = None) -> dict:
     from poa_stream.sinks.chdb_sink import ChdbSink
     reset_topics(bootstrap, 3)
     tag = uuid.uuid4().hex[:8]
@@ -98,7 +113,10 @@ def run(n: int, bootstrap: str, http_port: int, records, work: Path, sink_path: 
     cpu0 = [proc_cpu_s(p.pid) for p in procs]
     b0, s0 = proc_cpu_s(bpid) if bpid else 0.0, self_cpu_s()
     t0 = time.perf_counter()
-    produce_records(bootstrap, records)
+    if pace_eps:
+        produce_paced(bootstrap, records, pace_eps)
+    else:
+        produce_records(bootstrap, records)
     n_events = None
     while True:
         got = int(sink.scalar(f"SELECT count() FROM {db}.events") or 0)
@@ -120,6 +138,8 @@ def run(n: int, bootstrap: str, http_port: int, records, work: Path, sink_path: 
             ticks += json.loads(p.read_text()).get("ticks_sent", 0)
         except (OSError, ValueError):
             pass
+    _, lat = sink.query(f"SELECT quantileExact(0.5)(e2l_p50_ms), max(e2l_p99_ms), max(e2l_max_ms) "
+                        f"FROM {db}.pipeline_metrics WHERE released > 0")
     for p in procs:
         p.terminate()
     for p in procs:
@@ -129,7 +149,7 @@ def run(n: int, bootstrap: str, http_port: int, records, work: Path, sink_path: 
             p.kill()
     sink.close()
     return {"n": n, "events": got, "wall": wall, "cpu": cpu, "broker_cpu": broker_cpu, "store_cpu": store_cpu,
-            "ticks": ticks}
+            "ticks": ticks, "e2l_ms": tuple(float(x or 0) for x in lat[0]) if lat else (0.0, 0.0, 0.0)}
 
 
 def stage_costs(records, work: Path) -> dict:
@@ -161,6 +181,9 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=2.0)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--workers", default="1,2,3")
+    ap.add_argument("--live-eps", type=float, default=100.0,
+                    help="the latency run: 2 workers, this many messages/s produced (0: skip)")
+    ap.add_argument("--live-messages", type=int, default=1500)
     args = ap.parse_args()
     console = Console()
     records = [(t, r.encode() if isinstance(r, str) else r) for t, r in generate(seed=args.seed, scale=args.scale).records]
@@ -175,6 +198,11 @@ def main() -> None:
             for n in [int(x) for x in args.workers.split(",")]:
                 console.print(f"{n} worker(s) ...")
                 results.append(run(n, broker.bootstrap, server.port, records, work, work / "store"))
+            live = None
+            if args.live_eps > 0:
+                console.print(f"latency: 2 workers, {args.live_messages} messages at {args.live_eps:.0f}/s ...")
+                live = run(2, broker.bootstrap, server.port, records[:args.live_messages], work, work / "store",
+                           pace_eps=args.live_eps)
         costs = stage_costs(records, work)
     finally:
         broker.stop()
@@ -204,6 +232,11 @@ def main() -> None:
         xn = 1.0 / (c_seq + c_store + c_int / n)
         m.add_row(str(n), f"{xn:,.0f}", f"{xn / (n * xm1):.2f}")
     console.print(m)
+    if live is not None:
+        p50, p99, mx = live["e2l_ms"]
+        console.print(f"latency (record appended -> ledger written), 2 workers, {args.live_messages} messages "
+                      f"produced at {args.live_eps:.0f}/s: median of batch p50s {p50:,.0f} ms, max batch p99 "
+                      f"{p99:,.0f} ms, max {mx:,.0f} ms; {live['ticks']} ticks appended")
     console.print(f"per event: intake {c_int * 1e6:,.0f} µs, sequence (merge + core) {c_seq * 1e6:,.0f} µs, "
                   f"owner's write path and Faust {c_store * 1e6:,.0f} µs (1-worker CPU minus both); "
                   f"envelope {costs['wire_bytes']:,.0f} bytes on the wire")

@@ -89,6 +89,11 @@ class Sequencer(Pipeline):
         """Shared by the group: whoever owns the sequence next fences the previous owner."""
         return f"poa-out.{self.s.worker_id}.sequence"
 
+    def fatal(self, exc: BaseException) -> None:
+        """Stopping itself (a lost lease, a broken store): no longer the owner, say so first."""
+        self.active = False
+        super().fatal(exc)
+
     def owns_sequence(self) -> bool:
         try:
             return TP(self.seq_topic, 0) in self.app.consumer.assignment()
@@ -139,9 +144,10 @@ class Sequencer(Pipeline):
         lease = self.sink.lease
         if lease is not None:
             await asyncio.to_thread(lease.release)
+        seq = self.core.seq
         self.core = Core(self.s)
         self.merge = Merge()
-        log.info("sequence released (%s): this worker writes nothing more", why)
+        log.info("sequence released (%s) at seq %d: this worker writes nothing more", why, seq)
         self.write_status()
 
     # ------------------------------------------------------------------ stages

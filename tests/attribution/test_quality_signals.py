@@ -209,3 +209,17 @@ def test_text_form_ragged_tables_and_tab_indented_code():
              "such as EPS, SVG and PNG.\nIt is free software, released under the GPL.\n"
              "Shapes are kept in simple XML files, so new ones are easy to add.\n")
     assert text_form(prose) == "prose"
+
+
+def test_text_form_shell_scripts_are_code():
+    """A script with an interpreter line, and shell assignments without spaces (NAME=value),
+    are code: the sentence checks (run_on) must not judge them as prose."""
+    from poa_stream.attribution.quality import text_form
+    script = ('#! /bin/sh\n\nset -e\n\nCONF=/etc/fonts/local.conf\n\n# links created in postinst\n'
+              'unhinted="10-unhinted.conf"\nautohint="10-autohint.conf"\nhintnone="10-hinting-none.conf"\n')
+    assert text_form(script) == "code"
+    assert text_form(script.split("\n", 1)[1]) == "code"  # without the interpreter line too
+    config = "PATH=/usr/bin\nLANG=C.UTF-8\nHOME=/root\nSHELL=/bin/sh\nTERM=xterm\n"
+    assert text_form(config) in ("code", "table")
+    prose = "Set the option to a value.\nThe default is fine for most users.\nSee the manual.\n" * 2
+    assert text_form(prose) == "prose"
