@@ -75,7 +75,7 @@ def produce_paced(bootstrap: str, records, eps: float) -> None:
 
 
 def run(n: int, bootstrap: str, http_port: int, records, work: Path, sink_path: Path,
-        pace_eps: float | None = None) -> dict:
+        pace_eps: float | None = None, tick_after_s: float = 2.0) -> dict:
     from poa_stream.sinks.chdb_sink import ChdbSink
     reset_topics(bootstrap, 3)
     tag = uuid.uuid4().hex[:8]
@@ -89,7 +89,7 @@ def run(n: int, bootstrap: str, http_port: int, records, work: Path, sink_path: 
         env = dict(os.environ, POA_KAFKA_BOOTSTRAP=bootstrap, POA_STORE_ENGINE="http", POA_HOME=str(home),
                    POA_CLICKHOUSE_URL=f"http://127.0.0.1:{http_port}", POA_CLICKHOUSE_DATABASE=db,
                    POA_WORKER_TOPOLOGY="scaled", POA_WORKER_ID=f"poa-bench-{tag}", POA_WORKER_INSTANCE_ID=f"w{i}",
-                   POA_MERGE_TICK_AFTER_S="2", POA_METRICS_PORT="0", POA_WORKER_STATUS_FILE=str(home / "status.json"))
+                   POA_MERGE_TICK_AFTER_S=str(tick_after_s), POA_METRICS_PORT="0", POA_WORKER_STATUS_FILE=str(home / "status.json"))
         statuses.append(home / "status.json")
         procs.append(subprocess.Popen([sys.executable, "-m", "poa_stream.cli", "worker"], env=env,
                                       stdout=open(home / "worker.log", "wb"), stderr=subprocess.STDOUT))
@@ -184,6 +184,7 @@ def main() -> None:
     ap.add_argument("--live-eps", type=float, default=100.0,
                     help="the latency run: 2 workers, this many messages/s produced (0: skip)")
     ap.add_argument("--live-messages", type=int, default=1500)
+    ap.add_argument("--tick-after", type=float, default=2.0, help="POA_MERGE_TICK_AFTER_S of the latency run")
     args = ap.parse_args()
     console = Console()
     records = [(t, r.encode() if isinstance(r, str) else r) for t, r in generate(seed=args.seed, scale=args.scale).records]
@@ -202,7 +203,7 @@ def main() -> None:
             if args.live_eps > 0:
                 console.print(f"latency: 2 workers, {args.live_messages} messages at {args.live_eps:.0f}/s ...")
                 live = run(2, broker.bootstrap, server.port, records[:args.live_messages], work, work / "store",
-                           pace_eps=args.live_eps)
+                           pace_eps=args.live_eps, tick_after_s=args.tick_after)
         costs = stage_costs(records, work)
     finally:
         broker.stop()
@@ -235,7 +236,7 @@ def main() -> None:
     if live is not None:
         p50, p99, mx = live["e2l_ms"]
         console.print(f"latency (record appended -> ledger written), 2 workers, {args.live_messages} messages "
-                      f"produced at {args.live_eps:.0f}/s: median of batch p50s {p50:,.0f} ms, max batch p99 "
+                      f"produced at {args.live_eps:.0f}/s, ticks after {args.tick_after:g}s idle: median of batch p50s {p50:,.0f} ms, max batch p99 "
                       f"{p99:,.0f} ms, max {mx:,.0f} ms; {live['ticks']} ticks appended")
     console.print(f"per event: intake {c_int * 1e6:,.0f} µs, sequence (merge + core) {c_seq * 1e6:,.0f} µs, "
                   f"owner's write path and Faust {c_store * 1e6:,.0f} µs (1-worker CPU minus both); "

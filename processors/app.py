@@ -457,20 +457,7 @@ def build_app(settings: Settings, sink: Sink | None = None) -> tuple[faust.App, 
         pipe.out[name] = app.topic(name, value_serializer="raw", key_serializer="raw",
                                    partitions=topics.partitions_for(name, settings.topic_partitions))
 
-    def make_agent(name: str):
-        topic = app.topic(name, value_serializer="raw", key_serializer="raw",
-                          partitions=topics.partitions_for(name, settings.topic_partitions))
-
-        async def agent(stream):
-            async for events in stream.take_events(settings.worker_batch_max,
-                                                   within=settings.worker_batch_within_s):
-                await pipe.handle(name, events)
-
-        agent.__name__ = agent.__qualname__ = "consume_" + name.replace(".", "_")
-        app.agent(topic, name=agent.__name__, concurrency=1)(agent)
-
-    for name in topics.INPUT_TOPICS:
-        make_agent(name)
+    input_agents(app, settings, "consume_", pipe.handle)
     connect_common(app, pipe, settings)
 
     @app.timer(interval=0.5)
@@ -523,6 +510,25 @@ def faust_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.worker_session_timeout_s,
         consumer_group_instance_id=settings.worker_instance_id or None,
     )
+
+
+def input_agents(app: faust.App, settings: Settings, prefix: str, handle) -> None:
+    """One agent per input topic (concurrency 1: faust#606), batches of raw messages handed to
+    ``await handle(topic name, events)``; the batch is acknowledged when that returns."""
+    def make_agent(name: str):
+        topic = app.topic(name, value_serializer="raw", key_serializer="raw",
+                          partitions=topics.partitions_for(name, settings.topic_partitions))
+
+        async def agent(stream):
+            async for events in stream.take_events(settings.worker_batch_max,
+                                                   within=settings.worker_batch_within_s):
+                await handle(name, events)
+
+        agent.__name__ = agent.__qualname__ = prefix + name.replace(".", "_")
+        app.agent(topic, name=agent.__name__, concurrency=1)(agent)
+
+    for name in topics.INPUT_TOPICS:
+        make_agent(name)
 
 
 def connect_common(app: faust.App, pipe: "Pipeline", settings: Settings) -> None:

@@ -40,8 +40,8 @@ from datetime import datetime, timezone
 import faust
 from faust.types import TP
 
-from poa_stream.processors.app import (Pipeline, connect_common, faust_app, probes, serve_ops,
-                                       serve_sql)
+from poa_stream.processors.app import (Pipeline, connect_common, faust_app, input_agents, probes,
+                                       serve_ops, serve_sql)
 from poa_stream.processors.core import Core, Result
 from poa_stream.processors.merge import Envelope, Merge, TICK_HEADER, tick_of
 from poa_stream.settings import Settings
@@ -80,6 +80,7 @@ class Sequencer(Pipeline):
         self.merge = Merge()
         self.forwarded = 0  # intake: messages this worker forwarded
         self._status_forwarded = 0
+        self._seq_out = None  # the sequence topic, as intake sends to it
         self.ticks_sent = 0
         self.last_release_s = time.monotonic()
         self.activations = 0
@@ -153,8 +154,9 @@ class Sequencer(Pipeline):
     # ------------------------------------------------------------------ stages
     async def forward(self, topic: str, events: list) -> None:
         """Intake: forward a batch to the sequence; returns once the broker has them all."""
-        seq_topic = self.app.topic(self.seq_topic, value_serializer="raw", key_serializer="raw")
-        futures = []
+        if self._seq_out is None:
+            self._seq_out = self.app.topic(self.seq_topic, value_serializer="raw", key_serializer="raw")
+        seq_topic, futures = self._seq_out, []
         for e in events:
             m = e.message
             env = envelope(topic, m.partition, m.offset, e.value, m.timestamp, m.headers)
@@ -282,20 +284,7 @@ def build_scaled_app(settings: Settings, sink: Sink | None = None) -> tuple[faus
     app = faust_app(settings)
     pipe.app = app
 
-    def intake_agent(name: str):
-        topic = app.topic(name, value_serializer="raw", key_serializer="raw",
-                          partitions=topics.partitions_for(name, settings.topic_partitions))
-
-        async def agent(stream):
-            async for events in stream.take_events(settings.worker_batch_max,
-                                                   within=settings.worker_batch_within_s):
-                await pipe.forward(name, events)
-
-        agent.__name__ = agent.__qualname__ = "intake_" + name.replace(".", "_")
-        app.agent(topic, name=agent.__name__, concurrency=1)(agent)
-
-    for name in topics.INPUT_TOPICS:
-        intake_agent(name)
+    input_agents(app, settings, "intake_", pipe.forward)
     seq_topic = app.topic(seq_name, value_serializer="raw", key_serializer="raw", partitions=1)
 
     @app.agent(seq_topic, name="sequence", concurrency=1)
