@@ -176,7 +176,12 @@ class Sequencer(Pipeline):
                     log.warning("a sequence batch arrived after the partition was revoked: not processed")
                     return
                 if not self.active:
-                    await self.activate()
+                    try:
+                        await self.activate()
+                    except (asyncio.CancelledError, SystemExit):
+                        raise
+                    except Exception as exc:  # a policy mismatch, a broken store, stopping while the
+                        self.fatal(exc)       # lease was held elsewhere: exit before Faust acks the batch
                 await self._handle(self.seq_topic, events)
         finally:
             self.in_flight -= 1

@@ -106,7 +106,8 @@ def run_group(bootstrap: str, ch_http, chdb_path, tmp_path, settings, n_workers:
                 while owner.alive() and owner.status().get("sequence_owner"):
                     assert time.monotonic() < deadline, owner.log_tail()
                     time.sleep(0.2)
-                if not owner.alive():  # fenced: it stopped itself
+                if not owner.alive() or "stopping: LeaseLost" in owner.log_path.read_text(errors="replace"):
+                    owner.proc.wait(60)  # fenced: it stopped itself (status first, then exit 70)
                     assert owner.proc.returncode in allowed_exit, owner.log_tail()
                     killed = owner
             else:
