@@ -410,24 +410,32 @@ class Pipeline:
         await self.ensure_output()
         return self.outbox is not None
 
+    def assigned_partitions(self) -> list[str]:
+        """``topic/partition`` of every partition Kafka assigned this worker (none before start)."""
+        try:
+            return sorted(f"{tp.topic}/{tp.partition}" for tp in self.app.consumer.assignment())
+        except Exception:  # the consumer is not started yet
+            return []
+
     def readiness(self) -> tuple[bool, dict]:
         """Ready: the core is restored and Kafka assigned this worker its partitions."""
-        try:
-            assigned = sorted(f"{tp.topic}/{tp.partition}" for tp in self.app.consumer.assignment())
-        except Exception:  # the consumer is not started yet
-            assigned = []
+        assigned = self.assigned_partitions()
         return bool(self.restored) and bool(assigned), {"restored": self.restored, "assigned": assigned}
+
+    def status_fields(self) -> dict:
+        """What the status file holds (a topology adds its own fields)."""
+        st = self.core.stats
+        return {"seq": self.core.seq, "buffered": len(self.core.buffer), "waiting": st.waiting,
+                "processed": st.processed, "deadlettered": st.deadlettered,
+                "redelivered": st.redelivered, "late": st.late, "batches": self.batches,
+                "first_message_unix_s": self.first_message_unix_s, "warmup_s": self.warmup_s,
+                "restored": self.restored, "snapshot_seq": self.snapshots.last_seq if self.snapshots else 0,
+                "ops_url": self.ops_server.url if self.ops_server is not None else None,
+                "updated_unix_s": time.time()}
 
     def write_status(self, fatal: str | None = None) -> None:
         """A small JSON status file (``POA_WORKER_STATUS_FILE``) for ops and the demo."""
-        st = self.core.stats
-        status = {"seq": self.core.seq, "buffered": len(self.core.buffer), "waiting": st.waiting,
-                  "processed": st.processed, "deadlettered": st.deadlettered,
-                  "redelivered": st.redelivered, "late": st.late, "batches": self.batches,
-                  "first_message_unix_s": self.first_message_unix_s, "warmup_s": self.warmup_s,
-                  "restored": self.restored, "snapshot_seq": self.snapshots.last_seq if self.snapshots else 0,
-                  "ops_url": self.ops_server.url if self.ops_server is not None else None,
-                  "updated_unix_s": time.time()}
+        status = self.status_fields()
         if fatal:
             status["fatal"] = fatal
         path = self.s.status_file

@@ -203,17 +203,23 @@ def replay_file(path: Path, settings: Settings, sink: Sink,
                        on_progress=on_progress, in_order=in_order)
 
 
+def feed(core: Core, held) -> Result:
+    """Process one message the merge released (processors/merge.py ``Held``), as the
+    sequence owner does: at once, in release order, bounded by its Kafka record time."""
+    from datetime import datetime, timezone
+    rts = (datetime.fromtimestamp(held.record_ts_ms / 1000.0, timezone.utc)
+           if held.record_ts_ms is not None else None)
+    res = core.process(held.topic, held.raw, held.partition, True, record_ts=rts)
+    res.extend(core.release(None))
+    return res
+
+
 def replay_merged(settings: Settings, per_source) -> tuple[Core, Result]:
     """The scaled topology's processing of a finite input log without Kafka: each source's
     envelopes (processors/merge.py; in offset order) merged, then fed to the core one by one
-    like the sequence owner feeds them. The reference the scaled worker must equal."""
-    from datetime import datetime, timezone
-
+    like the sequence owner feeds them (:func:`feed`). The reference the scaled worker must equal."""
     from poa_stream.processors.merge import merged_order
     core, res = Core(settings), Result()
     for held in merged_order(per_source):
-        rts = (datetime.fromtimestamp(held.record_ts_ms / 1000.0, timezone.utc)
-               if held.record_ts_ms is not None else None)
-        res.extend(core.process(held.topic, held.raw, held.partition, True, record_ts=rts))
-        res.extend(core.release(None))
+        res.extend(feed(core, held))
     return core, res

@@ -35,8 +35,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime, timezone
-
 import faust
 from faust.types import TP
 
@@ -44,6 +42,7 @@ from poa_stream.processors.app import (Pipeline, connect_common, faust_app, inpu
                                        serve_ops, serve_sql)
 from poa_stream.processors.core import Core, Result
 from poa_stream.processors.merge import Envelope, Merge, TICK_HEADER, tick_of
+from poa_stream.processors.replay import feed
 from poa_stream.settings import Settings
 from poa_stream.sinks import open_sink
 from poa_stream.sinks.base import Sink
@@ -198,12 +197,9 @@ class Sequencer(Pipeline):
                 log.error("dropping a malformed envelope at %s@%d: %s", topic, e.message.offset, exc)
         released = 0
         for held in merge.ready():
-            rts = (datetime.fromtimestamp(held.record_ts_ms / 1000.0, timezone.utc)
-                   if held.record_ts_ms is not None else None)
             before = len(core._inbox_new)
             try:
-                res.extend(core.process(held.topic, held.raw, held.partition, True, record_ts=rts))
-                res.extend(core.release(None))
+                res.extend(feed(core, held))
             except Exception as exc:  # a bug must not lose the message: dead-letter it
                 log.exception("internal error on %s[%d]@%d", held.topic, held.partition, held.offset)
                 res.extend(core.internal_error(held.topic, held.raw, exc))
@@ -247,28 +243,15 @@ class Sequencer(Pipeline):
     def readiness(self) -> tuple[bool, dict]:
         """Ready: Kafka assigned this worker partitions (intake or sequence) and, if it owns
         the sequence, the core is restored."""
-        try:
-            assigned = sorted(f"{tp.topic}/{tp.partition}" for tp in self.app.consumer.assignment())
-        except Exception:
-            assigned = []
+        assigned = self.assigned_partitions()
         owner = self.seq_topic + "/0" in assigned
         return bool(assigned) and (self.active or not owner), {
             "assigned": assigned, "sequence_owner": self.active, "restored": self.restored}
 
-    def write_status(self, fatal: str | None = None) -> None:
-        super().write_status(fatal)
-        import json
-        path = self.s.status_file
-        try:
-            status = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return
-        status.update({"topology": "scaled", "sequence_owner": self.active, "activations": self.activations,
-                       "held": len(self.merge.heap), "forwarded": self.forwarded, "ticks_sent": self.ticks_sent,
-                       "merge_dropped": self.merge.dropped, "assigned": self.assigned})
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(status))
-        tmp.replace(path)
+    def status_fields(self) -> dict:
+        return {**super().status_fields(), "topology": "scaled", "sequence_owner": self.active,
+                "activations": self.activations, "held": len(self.merge.heap), "forwarded": self.forwarded,
+                "ticks_sent": self.ticks_sent, "merge_dropped": self.merge.dropped, "assigned": self.assigned}
 
 
 def build_scaled_app(settings: Settings, sink: Sink | None = None) -> tuple[faust.App, Sequencer]:
