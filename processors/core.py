@@ -113,6 +113,9 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
             retro=base.ds_retro, retro_window=base.ds_retro_window)
         self._fee_w: dict[str, float] = {}  # validator -> fee weight at ds.version (see _fee_weight)
         self._fee_w_version = -1
+        # the validator fee weights published at the last epoch close, and that epoch (-1: none)
+        self.fee_weights: dict[str, float] = {}
+        self.fee_weights_epoch = -1
         self.corpus = CorpusArrays(base.span_min_tokens)  # per-contribution numpy columns
         self.pools = Pools()  # datanet pool balances, settled at epoch close
         self.wash = WashWatch()  # per epoch and operator: suspected wash usage (flags)
@@ -374,6 +377,11 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
         missing = self._missing(ev)
         self._log(res, ev.event_id, ev.type, topic, ev.ts, payload, "waiting" if missing else "ok")
         self._register_admitted(ev, missing)
+        # the validator weights the closing epochs' settlements and the next epoch pay by
+        published = (self.book.closes(ev.ts) and self.schedule.at(self.book.epoch_of(ev.ts))
+                     .validator_fee_weights == "epoch_snapshot")
+        if published:
+            self._publish_fee_weights(res, ev)
         emissions, closed = self.book.advance(ev.ts, self.seq, self._validator_emission_weight,
                                               self._settle_pools, self.corpus.validated_supply)
         if closed:
@@ -387,7 +395,7 @@ class Core(IntakeChecks, ContributionHandlers, ValidationHandlers, UsageHandlers
         else:
             self._apply(res, topic, ev)
         if closed:
-            self._refresh_statuses(res, ev)
+            self._refresh_statuses(res, ev, sweep=not published)
         self._expire_waiting(res, ev.ts)
         self._resolve_escrow(res, ev)
 

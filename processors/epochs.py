@@ -60,6 +60,10 @@ class EpochBook:
     def epoch_of(self, ts: datetime) -> int:
         return int((ts - UNIX0).total_seconds()) // self.epoch_s
 
+    def closes(self, ts: datetime) -> bool:
+        """Whether an event at ``ts`` closes the open epoch (:meth:`advance` would)."""
+        return self.open is not None and self.epoch_of(ts) > self.open
+
     def booking_epoch(self, ts: datetime) -> int:
         e = self.epoch_of(ts)
         return e if self.open is None or e >= self.open else self.open

@@ -4,8 +4,10 @@ A mixin of :class:`processors.core.Core`. Each vote updates the online Dawid-Ske
 model (attribution/reliability.py); a contribution's status follows its posterior
 (``accepted`` >= ``status_accept_at``, ``rejected`` <= ``status_reject_at``, else
 ``pending``; numbers from the policy in force, streams/policy.py) unless it is a duplicate
-or spam, at each vote on it and again at every epoch close (after a full EM sweep). Validators share fees by informedness ``max(0, 2 * reliability - 1)`` times a
-stake weight that never exceeds one vote; at each epoch close, validators whose
+or spam, at each vote on it and again at every epoch close (after a full EM sweep). Validators share
+fees by informedness ``max(0, 2 * reliability - 1)`` times a stake weight that never exceeds
+one vote; the informedness paid by is the snapshot published at the last epoch close
+(:meth:`ValidationHandlers._publish_fee_weights`, table ``validator_weights``); at each epoch close, validators whose
 accepts concentrate on spam or who vote against the consensus are flagged.
 """
 from __future__ import annotations
@@ -55,8 +57,14 @@ class ValidationHandlers:
         return new
 
     def _fee_weight(self, validator: str) -> float:
-        """``ds.fee_weight`` of a validator, cached until the next update of the model
-        (``ds.version``): a run of usage events between votes looks each validator up once."""
+        """The informedness a validator is paid by (usage fees, pool settlements, emissions).
+
+        Policy ``validator_fee_weights = "epoch_snapshot"``: the weight of the snapshot the
+        last epoch close published (:meth:`_publish_fee_weights`), 0 for a validator it does
+        not hold (not judged by a close yet). ``"live"`` (v1): ``ds.fee_weight`` after the
+        last vote, cached until the model's next update (``ds.version``)."""
+        if self.P.validator_fee_weights == "epoch_snapshot":
+            return self.fee_weights.get(validator, 0.0)
         if self._fee_w_version != self.ds.version:
             self._fee_w.clear()
             self._fee_w_version = self.ds.version
@@ -64,6 +72,26 @@ class ValidationHandlers:
         if w is None:
             w = self._fee_w[validator] = self.ds.fee_weight(self.validators.get(validator))
         return w
+
+    def _publish_fee_weights(self, res: Result, ev) -> None:
+        """At epoch close, before its settlements and emissions (policy ``validator_fee_weights
+        = "epoch_snapshot"``): ``epoch_sweep_passes`` EM passes over all votes, then every
+        validator's fee weight ``max(0, 2 * reliability - 1)`` becomes the snapshot payments
+        use until the next close: one ``validator_weights`` row per validator, ``epoch`` = the
+        last epoch closing (the snapshot's version). The weights are a function of the votes
+        logged before the close, whatever order they came in within the epoch; what moves them
+        is judged once per epoch, so no payment depends on which vote was seen first."""
+        P, ds = self.P, self.ds
+        if P.epoch_sweep_passes > 0:
+            ds.sweep(P.epoch_sweep_passes)
+        version = self.book.epoch_of(ev.ts) - 1
+        weights = {}
+        for vi, name in enumerate(self.validators.names):
+            w = weights[name] = ds.fee_weight(vi)
+            res.add("validator_weights", {"epoch": version, "validator": name, "fee_weight": w,
+                                          "reliability": ds.reliability(vi), "votes": ds.votes(vi),
+                                          "ts": ev.ts, "event_id": ev.event_id, "seq": self.seq})
+        self.fee_weights, self.fee_weights_epoch = weights, version
 
     def _accepting(self, c) -> list[tuple[str, float]]:
         """(validator, stake weight) of ``c``'s accepting voters, sorted by validator; cached
@@ -80,8 +108,9 @@ class ValidationHandlers:
         below chance) x stake weight (log2 of stake over ``stake_ref``, clipped)."""
         return [self._fee_weight(v) * self.ds.stake_weight(st) for v, st in voters]
 
-    def _refresh_statuses(self, res: Result, ev) -> int:
-        """At epoch close: ``epoch_sweep_passes`` full EM passes over all votes, then every
+    def _refresh_statuses(self, res: Result, ev, sweep: bool = True) -> int:
+        """At epoch close: ``epoch_sweep_passes`` full EM passes over all votes (``sweep``;
+        :meth:`_publish_fee_weights` ran them before the close already), then every
         voted contribution (not duplicate or spam) takes the status its posterior now gives,
         so a status does not freeze at its last vote while the validators' confusions move
         (an early accept by colluders is undone once they are found out). Changed statuses
@@ -90,8 +119,8 @@ class ValidationHandlers:
         P = self.P
         if P.epoch_sweep_passes <= 0:
             return 0
-        ds = self.ds
-        ds.sweep(P.epoch_sweep_passes)
+        if sweep:
+            self.ds.sweep(P.epoch_sweep_passes)
         changed = []
         for c in self.by_idx:
             if c.voters and c.status != "duplicate":

@@ -70,6 +70,13 @@ TABLES: dict[str, Table] = {t.name: t for t in [
         ("validator", "String"), ("reliability", "Float64"), ("votes", "UInt32"), ("ts", TS),
         ("event_id", "String"), ("seq", "UInt64")),
         "MergeTree", "(validator, ts)"),
+    # the validator fee weights published at each epoch close (policy validator_fee_weights):
+    # payments in epoch `epoch + 1` use them (processors/handlers_validations.py)
+    Table("validator_weights", (
+        ("epoch", "UInt32"), ("validator", "String"), ("fee_weight", "Float64"),
+        ("reliability", "Float64"), ("votes", "UInt32"), ("ts", TS), ("event_id", "String"),
+        ("seq", "UInt64")),
+        "MergeTree", "(epoch, validator)"),
     Table("models", (
         ("model_id", "String"), ("operator", "String"), ("method", LC),
         ("base_models", "Array(String)"), ("datanets", "Array(String)"),

@@ -198,6 +198,13 @@ class Policy(BaseModel):
     status_reject_at: float = 0.2
     default_stake: int = 1_000_000
     epoch_sweep_passes: int = Field(1, ge=0)
+    # the validator weights that usage fees, pool settlements and emissions pay by:
+    # "epoch_snapshot" (published at each epoch close, after the sweep, as `validator_weights`
+    # rows; a usage in epoch e pays by the weights of e - 1's close, a validator absent from
+    # them by 0: the order of votes within an epoch moves no payment, and a validator earns
+    # once one close has judged it) or "live" (the model after the last vote, the v1 rule:
+    # kept to replay old stores)
+    validator_fee_weights: Literal["epoch_snapshot", "live"] = "epoch_snapshot"
     suspect_min_accepts: int = 10
     suspect_min_share: float = 0.35
     suspect_min_lift: float = 2.0

@@ -8,6 +8,14 @@ from poa_stream.processors.replay import process_all, replay, restore, step
 run = process_all
 
 
+def _policy_file(settings, **fields) -> str:
+    import json
+    settings.home.mkdir(parents=True, exist_ok=True)
+    path = settings.home / "policy-test.json"
+    path.write_text(json.dumps(fields))
+    return str(path)
+
+
 def rows_by(res, table, key):
     return {r[key]: r for r in res.rows.get(table, [])}
 
@@ -33,7 +41,16 @@ def test_usage_credits_sum_to_fee_and_stay_in_lineage(settings):
     contrib = {r["account"]: r["amount"] for r in ledger if r["ref_event_id"] == "e11" and r["role"] == "contributor"}
     assert contrib == {"alice": 700_002}
     validators = {r["account"]: r["amount"] for r in ledger if r["ref_event_id"] == "e11" and r["role"] == "validator"}
-    # the 5% validator share, split by informedness x stake weight (stake never amplifies)
+    # epoch 0: no close has published validator weights yet (validator_fee_weights =
+    # "epoch_snapshot"), so the 5% validator share has no recipient: the treasury's
+    assert validators == {} and core.fee_weights_epoch == -1
+    treasury = sum(r["amount"] for r in ledger if r["ref_event_id"] == "e11" and r["role"] == "protocol")
+    assert treasury == 50_000 + 50_000  # the validators' 5% and the protocol's own 5%
+    # under the v1 rule ("live") the share is split by informedness x stake weight
+    live = settings.model_copy(update={"policy_file": _policy_file(settings, validator_fee_weights="live")})
+    core, res = run(live, scenario())
+    ledger = res.rows["reward_ledger"]
+    validators = {r["account"]: r["amount"] for r in ledger if r["ref_event_id"] == "e11" and r["role"] == "validator"}
     fw = core._validator_weights([("val1", 3_000_000), ("val2", 1_000_000)])
     assert sum(validators.values()) == 50_000 and all(w > 0 for w in fw)
     assert validators["val1"] / 50_000 == pytest.approx(fw[0] / sum(fw), abs=1e-4)
@@ -143,13 +160,15 @@ def test_inbox_persists_unreleased_events(settings, sink):
     assert fresh.process(*records[0]).rows == {} and fresh.stats.redelivered == 1
 
 
-def test_eligibility_and_fee_weight_caches_never_stale(settings):
+@pytest.mark.parametrize("rule", ["live", "epoch_snapshot"])
+def test_eligibility_and_fee_weight_caches_never_stale(settings, rule):
     """The usage path reads eligibility from numpy columns kept current on status changes,
-    and caches validators' fee weights; after every event of a seeded scenario both equal
-    a fresh computation."""
+    and caches validators' fee weights (the v1 rule "live"); after every event of a seeded
+    scenario both equal a fresh computation. Under "epoch_snapshot" the weight paid by is
+    the one the last close published, never the live model's."""
     from poa_stream.scenario import generate
     from poa_stream.processors.replay import step
-    core = Core(settings)
+    core = Core(settings.model_copy(update={"policy_file": _policy_file(settings, validator_fee_weights=rule)}))
     checked = 0
     for topic, line in generate(seed=3, scale=0.3).records:
         step(core, topic, line.encode(), 1e10)
@@ -161,7 +180,10 @@ def test_eligibility_and_fee_weight_caches_never_stale(settings):
             assert core.corpus.eligible_in(dn).tolist() == ids
             assert core.corpus.has_eligible(dn) == bool(ids)
         for v in core.validators.names:
-            assert core._fee_weight(v) == core.ds.fee_weight(core.validators.get(v))
+            if rule == "live":
+                assert core._fee_weight(v) == core.ds.fee_weight(core.validators.get(v))
+            else:
+                assert core._fee_weight(v) == core.fee_weights.get(v, 0.0)
         for c in core.by_idx:
             assert [v for v, _ in core._accepting(c)] == sorted(v for v, (x, _) in c.voters.items() if x == "accept")
         checked += 1

@@ -46,6 +46,7 @@ NATURAL_KEYS = {
     "usage": "event_id",
     "validations": "event_id",
     "validator_scores": "(validator, event_id)",
+    "validator_weights": "(epoch, validator)",
     "contributions": "(contribution_id, version)",
     "models": "(model_id, seq)",
     "flags": "(contribution_id, contributor, reason, event_id)",
@@ -54,7 +55,8 @@ NATURAL_KEYS = {
     "events": "seq",
     "inbox": "event_id",
 }
-PLAIN = ["reward_ledger", "attributions", "usage", "validations", "validator_scores", "flags",
+PLAIN = ["reward_ledger", "attributions", "usage", "validations", "validator_scores",
+         "validator_weights", "flags",
          "deadletter", "epochs", "events"]  # MergeTree: rows are never collapsed
 
 
