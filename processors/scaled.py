@@ -101,8 +101,13 @@ class Sequencer(Pipeline):
             return False
 
     # ------------------------------------------------------------------ ownership
-    async def activate(self) -> None:
-        """Become the sequence owner (under ``lock``): lease, core, merge, output recovery."""
+    async def activate(self, first_offset: int = 0) -> None:
+        """Become the sequence owner (under ``lock``): lease, core, merge, output recovery.
+
+        ``first_offset``: the sequence offset of the batch that activates. A store with no
+        merge state must start at offset 0: a later one means the group already processed
+        the sequence into another store (another database, or another worker's embedded
+        store), and this one would start a second, partial ledger: refused."""
         from poa_stream.streams.admin import input_sources
         t0 = time.monotonic()
         app = self.app
@@ -121,6 +126,12 @@ class Sequencer(Pipeline):
                     waited += 1.0
         n = await asyncio.to_thread(take_store)
         frontier, held = await asyncio.to_thread(self.sink.load_merge)
+        if not frontier and not held and first_offset > 0:
+            raise RuntimeError(
+                f"this store holds none of the sequence {self.seq_topic}, which the group has "
+                f"processed up to offset {first_offset} into another store: every worker of a "
+                "scaled group must write one store (POA_STORE_ENGINE=http; an embedded store "
+                "serves one worker process); to start a new ledger, use a new POA_WORKER_ID")
         sources = await asyncio.to_thread(input_sources, self.s.kafka())
         self.merge = Merge(sources)
         self.merge.restore(frontier, held)
@@ -176,7 +187,7 @@ class Sequencer(Pipeline):
                     return
                 if not self.active:
                     try:
-                        await self.activate()
+                        await self.activate(events[0].message.offset if events else 0)
                     except (asyncio.CancelledError, SystemExit):
                         raise
                     except Exception as exc:  # a policy mismatch, a broken store, stopping while the
@@ -259,9 +270,10 @@ def build_scaled_app(settings: Settings, sink: Sink | None = None) -> tuple[faus
     from poa_stream.streams.admin import create_topics, group_progress
     warm_s = warmup()
     log.info("numba kernels ready in %.1fs", warm_s)
-    if settings.store_engine == "chdb":
-        raise SystemExit("poa worker: the scaled topology needs a store every worker reaches "
-                         "(POA_STORE_ENGINE=http and POA_CLICKHOUSE_URL), not an embedded one")
+    if settings.store_engine == "chdb":  # the deterministic merge for one worker process
+        log.info("scaled topology on the embedded store: this worker process alone can own the "
+                 "sequence (a second one on the same store cannot open it; on another store "
+                 "it is refused when it would take the sequence over)")
     conn = settings.kafka()
     seq_name = topics.sequence_topic(settings.worker_id)
     if create_topics(conn, settings.topic_partitions, settings.topic_replication_factor, (seq_name,)):

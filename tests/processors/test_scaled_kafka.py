@@ -176,3 +176,64 @@ def test_a_paused_owner_that_lost_the_sequence_writes_nothing_more(kafka_bootstr
     assert got == want
     stale = next(s for s in st if "sequence released" in s["log"] or "LeaseLost" in s["log"])
     assert not stale.get("sequence_owner")
+
+
+def store_rows_via_cli(home, query: str) -> list[tuple[str, ...]]:
+    """Rows of a query on the embedded store under ``home`` (`poa sql`, in a child process:
+    this one runs its own chdb engine)."""
+    import os
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "poa_stream.cli", "sql", "-q", query, "--format", "TabSeparated"],
+                         env={**os.environ, "POA_HOME": str(home)}, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return [tuple(line.split("\t")) for line in out.stdout.splitlines()]
+
+
+def test_one_worker_on_its_embedded_store_and_a_foreign_store_refused(kafka_bootstrap, settings, tmp_path):
+    """The deterministic merge for a single worker on the embedded store: its ledger equals
+    the offline merge of the input log. A second worker of the group on another (empty)
+    embedded store, made the sequence owner by the first one's stop, refuses to start a
+    second, partial ledger: it exits naming the mismatch, and writes nothing."""
+    reset_topics(kafka_bootstrap, 3)
+    tag = uuid.uuid4().hex[:8]
+    env = dict(POA_KAFKA_BOOTSTRAP=kafka_bootstrap, POA_WORKER_TOPOLOGY="scaled",
+               POA_WORKER_ID=f"poa-test-embedded-{tag}", POA_WORKER_SESSION_TIMEOUT_S="6",
+               POA_STORE_LEASE_TTL_S="4", POA_MERGE_TICK_AFTER_S="2", POA_WORKER_BATCH_MAX="100")
+
+    def ours(w) -> list[str]:
+        return [tp for tp in w.status().get("assigned", ()) if "__assignor" not in tp]
+    a = WorkerProcess(tmp_path / f"a-{tag}", POA_WORKER_INSTANCE_ID="a", **env).start()
+    b = None
+    try:
+        a.wait_until(lambda: len(ours(a)) == 11, timeout_s=240, what="the worker assigned its 11 partitions")
+        produce_records(kafka_bootstrap, records())
+        _, res = replay_merged(settings, read_input_log(kafka_bootstrap))
+        want = expected_of(res)
+        a.wait_until(lambda: a.status().get("seq", 0) >= len(want["events"]), timeout_s=300,
+                     what=f"{len(want['events'])} logged events")
+        b = WorkerProcess(tmp_path / f"b-{tag}", POA_WORKER_INSTANCE_ID="b", **env).start()
+        b.wait_until(lambda: bool(ours(b)), timeout_s=240, what="the second worker in the group")
+        assert a.stop(signal.SIGTERM) == 0, a.log_tail()
+        extra = [(t, raw.encode() if isinstance(raw, str) else raw)
+                 for t, raw in sc.generate(seed=12, scale=0.05).records[:30]]
+        produce_records(kafka_bootstrap, extra)  # the sequence has to move on: b must own it
+        deadline = time.monotonic() + 240
+        while b.alive():
+            assert time.monotonic() < deadline, b.log_tail()
+            time.sleep(0.5)
+        assert b.proc.returncode != 0 and "holds none of the sequence" in b.log_path.read_text(errors="replace"), \
+            b.log_tail()
+    finally:
+        for w in (a, b):
+            if w is not None and w.alive():
+                w.stop()
+    got = {"events": [(int(s), e, st) for s, e, st in
+                      store_rows_via_cli(a.home, "SELECT seq, event_id, status FROM events ORDER BY seq")],
+           "ledger": [(e, int(ep), acc, role, src, amt, ref) for e, ep, acc, role, src, amt, ref in store_rows_via_cli(
+               a.home, "SELECT entry_id, epoch, account, role, source, toString(amount), ref_event_id "
+                       "FROM reward_ledger ORDER BY entry_id")],
+           "roots": [(int(ep), r, int(n)) for ep, r, n in store_rows_via_cli(
+               a.home, "SELECT epoch, merkle_root, entries FROM epochs ORDER BY epoch")]}
+    assert got == want
+    assert store_rows_via_cli(b.home, "SELECT count() FROM events") == [("0",)]
