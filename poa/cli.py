@@ -424,10 +424,16 @@ def loadgen(seed: int = typer.Option(7, help="scenario seed"),
 @app.command()
 def demo(seed: int = typer.Option(7, help="scenario seed"),
          scale: float = typer.Option(1.0, help="scenario size multiplier"),
-         keep_broker: bool = typer.Option(False, help="leave a broker this command started running")) -> None:
+         keep_broker: bool = typer.Option(False, help="leave a broker this command started running"),
+         topology: str = typer.Option("scaled", help="the worker's topology: scaled (the deterministic "
+                                      "merge, checked against an offline replay of the input log) or single")) -> None:
     """The main job on one machine: broker, worker, a seeded scenario, a summary."""
     from poa_stream.demo import run_demo
-    raise typer.Exit(run_demo(_settings(), seed=seed, scale=scale, keep_broker=keep_broker, console=console))
+    if topology not in ("single", "scaled"):
+        err.print(f"[red]poa demo:[/] --topology must be single or scaled, not {topology!r}")
+        raise typer.Exit(2)
+    raise typer.Exit(run_demo(_settings(), seed=seed, scale=scale, keep_broker=keep_broker, console=console,
+                              topology=topology))
 
 
 WORKER_MODULES = {"faust", "mode", "chdb", "clickhouse_connect", "numba", "numpy", "llvmlite", "yaml",

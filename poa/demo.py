@@ -3,12 +3,16 @@
 1. Starts the local Kafka broker when no bootstrap server is configured (and stops it
    at the end); recreates the PoA topics on a broker it owns so the run starts clean.
 2. Starts ``poa worker`` (the production Faust worker) as a child process, writing
-   into a fresh embedded store under ``<home>/demo/store``.
+   into a fresh embedded store under ``<home>/demo/store``; by default in the scaled
+   topology (processors/scaled.py, a consumer group of its own per run), whose ledger is
+   a function of the input log alone.
 3. Produces a seeded scenario (``poa.scenario``; malformed messages and re-deliveries
    included), then shows progress from the worker's committed consumer offsets until
    it has processed everything.
 4. Stops the worker, reads the store, prints the summary and checks the invariants
-   (the credits of every usage event sum exactly to its fee).
+   (the credits of every usage event sum exactly to its fee) and, in the scaled topology,
+   that the event log, ledger and epoch roots equal the offline merge of the input topics
+   read back from Kafka (exit 1 otherwise).
 Without Java or Maven it says so in one line and runs the same scenario through the
 replay path instead, labelled as such.
 """
@@ -20,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from rich.console import Console
@@ -78,10 +83,10 @@ def _report(sink, store: Path, console: Console) -> None:
     console.print(f"report: {write_report(sink, store.parent / 'report.html')}  (open it in a browser)")
 
 
-def _group_progress(conn, group: str) -> tuple[int, int]:
-    """(messages consumed and committed, messages in all) over the input topics."""
+def _group_progress(conn, group: str, topic_names=topics.INPUT_TOPICS) -> tuple[int, int]:
+    """(messages consumed and committed, messages in all) over ``topic_names``."""
     from poa_stream.streams.admin import group_progress
-    parts = group_progress(conn, group)
+    parts = group_progress(conn, group, topic_names)
     return sum(p.position - p.begin for p in parts), sum(p.end - p.begin for p in parts)
 
 
@@ -94,7 +99,7 @@ def _worker_status(path: Path) -> dict:
 
 
 def run_demo(settings: Settings, seed: int = 7, scale: float = 1.0, keep_broker: bool = False,
-             console: Console | None = None) -> int:
+             console: Console | None = None, topology: str = "scaled") -> int:
     from poa_stream.kafka_local import KafkaSetupError, LocalKafka, missing_tools
     from poa_stream.scenario import generate
     console = console or Console()
@@ -125,7 +130,8 @@ def run_demo(settings: Settings, seed: int = 7, scale: float = 1.0, keep_broker:
             local = None  # not ours to stop
         console.print(f"Kafka broker at {settings.bootstrap}")
     try:
-        return _run_streaming(settings, records, store, home, console, own_broker=settings.kafka_bootstrap is None)
+        return _run_streaming(settings, records, store, home, console, own_broker=settings.kafka_bootstrap is None,
+                              topology=topology)
     finally:
         if local is not None and not keep_broker:
             with console.status("stopping the local Kafka broker"):
@@ -133,10 +139,11 @@ def run_demo(settings: Settings, seed: int = 7, scale: float = 1.0, keep_broker:
 
 
 def _run_streaming(settings: Settings, records, store: Path, home: Path, console: Console,
-                   own_broker: bool) -> int:
+                   own_broker: bool, topology: str = "scaled") -> int:
     from poa_stream.kafka_local import reset_topics
     from poa_stream.streams.producer import produce_records
-    group = "poa-demo"
+    # the scaled topology's sequence belongs to one store: a fresh store, a fresh group
+    group = "poa-demo" if topology == "single" else f"poa-demo-{uuid.uuid4().hex[:8]}"
     if own_broker:
         with console.status("recreating the PoA topics"):
             reset_topics(settings.bootstrap, settings.topic_partitions)
@@ -144,7 +151,7 @@ def _run_streaming(settings: Settings, records, store: Path, home: Path, console
     status_file.unlink(missing_ok=True)
     env = dict(os.environ, POA_KAFKA_BOOTSTRAP=settings.bootstrap, POA_STORE_ENGINE="chdb",
                POA_STORE_DIR=str(store), POA_WORKER_ID=group, POA_HOME=str(settings.home.resolve()),
-               POA_WORKER_STATUS_FILE=str(status_file))
+               POA_WORKER_STATUS_FILE=str(status_file), POA_WORKER_TOPOLOGY=topology)
     log_path = home / "worker.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "poa_stream.cli", "worker", "--loglevel", "info"],
@@ -157,12 +164,21 @@ def _run_streaming(settings: Settings, records, store: Path, home: Path, console
             _, end = _group_progress(settings.kafka(), group)
             t_proc = prog.add_task("processed by the worker", total=end)
             deadline = time.monotonic() + 900
+            settled = 0
             while time.monotonic() < deadline:
                 if proc.poll() is not None:
                     raise RuntimeError(f"the worker exited with code {proc.returncode}; see {log_path}")
                 done, end = _group_progress(settings.kafka(), group)
                 prog.update(t_proc, completed=done, total=end)
-                if done >= end and _worker_status(status_file).get("buffered", 1) == 0:
+                st = _worker_status(status_file)
+                if topology == "single":
+                    finished = done >= end and st.get("buffered", 1) == 0
+                else:  # every input forwarded, the sequence consumed, nothing held by the merge
+                    seq_done, seq_end = _group_progress(settings.kafka(), group, (topics.sequence_topic(group),))
+                    finished = done >= end and seq_done >= seq_end and st.get("held", 1) == 0 \
+                        and st.get("sequence_owner", False)
+                settled = settled + 1 if finished else 0
+                if settled >= 2:  # twice in a row: nothing was in flight between the reads
                     break
                 time.sleep(1.0)
             else:
@@ -178,11 +194,41 @@ def _run_streaming(settings: Settings, records, store: Path, home: Path, console
     from poa_stream.sinks.chdb_sink import ChdbSink
     sink = ChdbSink(store, settings.clickhouse_database)
     try:
-        rc = _summary(sink, console, "Kafka -> Faust worker -> embedded ClickHouse", store)
+        rc = _summary(sink, console, f"Kafka -> Faust worker ({topology} topology) -> embedded ClickHouse",
+                      store)
+        if topology == "scaled":
+            rc = max(rc, _check_against_offline_merge(settings, sink, console))
         _report(sink, store, console)
         return rc
     finally:
         sink.close()
+
+
+def _check_against_offline_merge(settings: Settings, sink, console: Console) -> int:
+    """The scaled topology's promise, checked: the stored event log, ledger and epoch roots
+    equal the offline merge of the input log read back from Kafka (processors/replay.py)."""
+    from poa_stream.processors.replay import replay_merged
+    from poa_stream.processors.scaled import read_input_log
+    with console.status("replaying the input log offline (the deterministic merge) to compare"):
+        _, res = replay_merged(settings, read_input_log(settings.kafka()))
+    db = sink.database
+    _, events = sink.query(f"SELECT seq, event_id, status FROM {db}.events ORDER BY seq")
+    _, ledger = sink.query(f"SELECT entry_id, account, toString(amount) FROM {db}.reward_ledger ORDER BY entry_id")
+    _, roots = sink.query(f"SELECT epoch, merkle_root FROM {db}.epochs ORDER BY epoch")
+    want_events = [(r["seq"], r["event_id"], r["status"]) for r in res.rows.get("events", [])]
+    want_ledger = sorted((r["entry_id"], r["account"], str(r["amount"])) for r in res.rows.get("reward_ledger", []))
+    want_roots = sorted((r["epoch"], r["merkle_root"]) for r in res.rows.get("epochs", []))
+    same = ([tuple(r) for r in events] == want_events and [tuple(r) for r in ledger] == want_ledger
+            and [tuple(r) for r in roots] == want_roots)
+    if same:
+        console.print(f"[green]the ledger is a function of the input log:[/] {len(want_events):,} events, "
+                      f"{len(want_ledger):,} ledger entries and {len(want_roots)} epoch roots equal the "
+                      "offline merge of the input topics")
+        return 0
+    console.print(f"[red]the stored ledger differs from the offline merge of the input log[/] "
+                  f"(events {len(events):,} vs {len(want_events):,}, entries {len(ledger):,} vs "
+                  f"{len(want_ledger):,}, roots {len(roots)} vs {len(want_roots)})")
+    return 1
 
 
 def _replay_fallback(settings: Settings, records, store: Path, console: Console) -> int:
