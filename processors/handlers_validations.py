@@ -4,11 +4,12 @@ A mixin of :class:`processors.core.Core`. Each vote updates the online Dawid-Ske
 model (attribution/reliability.py); a contribution's status follows its posterior
 (``accepted`` >= ``status_accept_at``, ``rejected`` <= ``status_reject_at``, else
 ``pending``; numbers from the policy in force, streams/policy.py) unless it is a duplicate
-or spam, at each vote on it and again at every epoch close (after a full EM sweep). Validators share
-fees by informedness ``max(0, 2 * reliability - 1)`` times a stake weight that never exceeds
-one vote; the informedness paid by is the snapshot published at the last epoch close
-(:meth:`ValidationHandlers._publish_fee_weights`, table ``validator_weights``); at each epoch close, validators whose
-accepts concentrate on spam or who vote against the consensus are flagged.
+or spam, at each vote on it and again at every epoch close (after a full EM sweep).
+Validators share fees by informedness ``max(0, 2 * reliability - 1)`` times a stake weight
+that never exceeds one vote; the informedness paid by is the snapshot published at the last
+epoch close (:meth:`ValidationHandlers._publish_fee_weights`, table ``validator_weights``).
+At each epoch close, validators whose accepts concentrate on spam or who vote against the
+consensus are flagged.
 """
 from __future__ import annotations
 
@@ -78,9 +79,10 @@ class ValidationHandlers:
         = "epoch_snapshot"``): ``epoch_sweep_passes`` EM passes over all votes, then every
         validator's fee weight ``max(0, 2 * reliability - 1)`` becomes the snapshot payments
         use until the next close: one ``validator_weights`` row per validator, ``epoch`` = the
-        last epoch closing (the snapshot's version). The weights are a function of the votes
-        logged before the close, whatever order they came in within the epoch; what moves them
-        is judged once per epoch, so no payment depends on which vote was seen first."""
+        last epoch closing (the snapshot's version). The weights move only here, after the
+        sweep over all votes so far, so no payment within an epoch depends on which of its
+        votes came first.
+        """
         P, ds = self.P, self.ds
         if P.epoch_sweep_passes > 0:
             ds.sweep(P.epoch_sweep_passes)
