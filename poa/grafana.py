@@ -456,6 +456,18 @@ SPAM = DashboardSpec(
             WHERE $__timeFilter(ts)
             GROUP BY validator
             ORDER BY reliability DESC, validator""", "validator reliability votes", w=8, h=9),
+        _p("Validator fee weights paid by (epoch snapshots)", "table", """
+            SELECT validator, max(epoch) AS last_epoch, round(argMax(fee_weight, epoch), 4) AS weight,
+                   round(argMax(fee_weight, epoch) - argMin(fee_weight, epoch), 4) AS weight_change,
+                   max(votes) AS judged_votes
+            FROM validator_weights
+            WHERE $__timeFilter(ts)
+            GROUP BY validator
+            ORDER BY weight DESC, validator""", "validator last_epoch weight weight_change judged_votes",
+           w=24, h=8, description="The weights usage fees, pool settlements and emissions pay "
+                                  "validators by: the snapshot each epoch close publishes "
+                                  "(validator_weights); the next epoch's fees use it. Change: "
+                                  "from the first to the last snapshot in the time range."),
         _p("Flags by reason", "timeseries", """
             SELECT $__timeInterval(ts) AS time, toString(reason) AS reason, count() AS flags
             FROM flags
