@@ -8,7 +8,8 @@ the first produced message until the store has logged every event:
 - CPU seconds of each worker process (/proc utime+stime over the run), of the store (this
   process) and of the broker (its JVM), and the CPU-normalised efficiency
   CPU(1) / CPU(n) (the work per CPU-second against one worker: what distribution costs);
-- Kafka messages per input event (input read + forward + ticks).
+- Kafka messages per input event: the input messages, the sequence records intake packs
+  them into (several envelopes per record) and the ticks.
 Then the per-stage costs, measured in this process on the same workload: intake (decode
 and envelope) and sequence (merge + core, no store) per event, and a model of the
 throughput with n workers, one core each: the sequence is one owner, so
@@ -132,12 +133,14 @@ def run(n: int, bootstrap: str, http_port: int, records, work: Path, sink_path: 
     wall = time.perf_counter() - t0
     cpu = [proc_cpu_s(p.pid) - c for p, c in zip(procs, cpu0)]
     broker_cpu, store_cpu = (proc_cpu_s(bpid) - b0) if bpid else float("nan"), self_cpu_s() - s0
-    ticks = 0
+    ticks = seq_records = 0
     for p in statuses:
         try:
-            ticks += json.loads(p.read_text()).get("ticks_sent", 0)
+            st = json.loads(p.read_text())
         except (OSError, ValueError):
-            pass
+            continue
+        ticks += st.get("ticks_sent", 0)
+        seq_records += st.get("forward_records", 0)
     _, lat = sink.query(f"SELECT quantileExact(0.5)(e2l_p50_ms), max(e2l_p99_ms), max(e2l_max_ms) "
                         f"FROM {db}.pipeline_metrics WHERE released > 0")
     for p in procs:
@@ -149,7 +152,7 @@ def run(n: int, bootstrap: str, http_port: int, records, work: Path, sink_path: 
             p.kill()
     sink.close()
     return {"n": n, "events": got, "wall": wall, "cpu": cpu, "broker_cpu": broker_cpu, "store_cpu": store_cpu,
-            "ticks": ticks, "e2l_ms": tuple(float(x or 0) for x in lat[0]) if lat else (0.0, 0.0, 0.0)}
+            "ticks": ticks, "seq_records": seq_records, "e2l_ms": tuple(float(x or 0) for x in lat[0]) if lat else (0.0, 0.0, 0.0)}
 
 
 def stage_costs(records, work: Path) -> dict:
@@ -211,15 +214,17 @@ def main() -> None:
     t = Table(title=f"scaled topology, {len(records):,} messages (seed {args.seed}, scale {args.scale}), "
                     f"{os.cpu_count()} cores shared with the broker and the store")
     for col in ("workers", "events/s", "raw efficiency", "worker CPU s (each)", "worker CPU s (sum)",
-                "CPU-normalised eff.", "store CPU s", "broker CPU s", "ticks", "messages/event"):
+                "CPU-normalised eff.", "store CPU s", "broker CPU s", "ticks", "sequence records",
+                "messages/event"):
         t.add_column(col, justify="right")
     for r in results:
         x = r["events"] / r["wall"]
-        msgs = (2 * len(records) + r["ticks"]) / r["events"]  # input read + forward (+ ticks), per event
+        # input messages + the sequence records they travelled in + ticks, per event
+        msgs = (len(records) + r["seq_records"] + r["ticks"]) / r["events"]
         t.add_row(str(r["n"]), f"{x:,.0f}", f"{x / (r['n'] * x1):.2f}",
                   " / ".join(f"{c:.1f}" for c in r["cpu"]), f"{sum(r['cpu']):.1f}",
                   f"{cpu1 / sum(r['cpu']):.2f}", f"{r['store_cpu']:.1f}", f"{r['broker_cpu']:.1f}",
-                  str(r["ticks"]), f"{msgs:.2f}")
+                  str(r["ticks"]), f"{r['seq_records']:,}", f"{msgs:.2f}")
     console.print(t)
     c_int, c_seq = costs["intake"], costs["sequence"]
     c_store = max(0.0, cpu1 / base["events"] - c_int - c_seq)  # the owner's write path, from the 1-worker run

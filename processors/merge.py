@@ -46,6 +46,7 @@ INVALID_RANK = -1  # unparsable messages sort before events at the same order ti
 TICK_HEADER = "poa-tick"  # Kafka header of a tick record on an input partition (value: ISO time)
 ENVELOPE_VERSION = 2
 ONE_US = timedelta(microseconds=1)
+PACK_MAX_BYTES = 1 << 20  # envelopes per sequence record (the topics and producer allow 4 MiB)
 
 
 @dataclass(frozen=True)
@@ -70,19 +71,58 @@ class Envelope:
         return (self.topic, self.partition)
 
     def encode(self) -> bytes:
+        """The header line (``n``: the payload's length in bytes) and the raw bytes; records
+        of the sequence topic hold one or more of these back to back (:func:`pack`)."""
         head = {"v": ENVELOPE_VERSION, "s": self.topic, "p": self.partition, "o": self.offset,
                 "r": self.record_ts_ms, "t": self.etype, "id": self.event_id,
-                "ts": _iso(self.ts), "tick": _iso(self.tick)}
+                "ts": _iso(self.ts), "tick": _iso(self.tick), "n": len(self.raw)}
         return json.dumps(head, separators=(",", ":")).encode() + b"\n" + self.raw
 
     @classmethod
     def decode(cls, data: bytes) -> "Envelope":
-        head, _, raw = data.partition(b"\n")
-        h = json.loads(head)
-        if h.get("v") != ENVELOPE_VERSION:
-            raise ValueError(f"envelope version {h.get('v')!r} is not {ENVELOPE_VERSION}")
-        return cls(h["s"], int(h["p"]), int(h["o"]), raw, h.get("r"), h.get("t"), h.get("id"),
-                   _dt(h.get("ts")), _dt(h.get("tick")))
+        """One envelope (the whole of ``data``)."""
+        envs = cls.decode_all(data)
+        if len(envs) != 1:
+            raise ValueError(f"{len(envs)} envelopes where one was expected")
+        return envs[0]
+
+    @classmethod
+    def decode_all(cls, data: bytes) -> list["Envelope"]:
+        """Every envelope of a sequence record, in order. A header without ``n`` takes the
+        rest of the record as its payload (the first v2 records held one envelope each)."""
+        out, pos, end = [], 0, len(data)
+        while pos < end:
+            nl = data.find(b"\n", pos)
+            if nl < 0:
+                raise ValueError("an envelope header without its end of line")
+            h = json.loads(data[pos:nl])
+            if h.get("v") != ENVELOPE_VERSION:
+                raise ValueError(f"envelope version {h.get('v')!r} is not {ENVELOPE_VERSION}")
+            n = h.get("n")
+            stop = end if n is None else nl + 1 + int(n)
+            if stop > end:
+                raise ValueError(f"an envelope of {n} bytes runs past the record's end")
+            out.append(cls(h["s"], int(h["p"]), int(h["o"]), bytes(data[nl + 1:stop]), h.get("r"),
+                           h.get("t"), h.get("id"), _dt(h.get("ts")), _dt(h.get("tick"))))
+            pos = stop
+        return out
+
+
+def pack(envelopes: Iterable[Envelope], max_bytes: int = PACK_MAX_BYTES) -> list[bytes]:
+    """Sequence records for ``envelopes``, in order: as many back to back per record as fit
+    in ``max_bytes`` (one larger than that travels alone). Intake sends one record per
+    pack, not one per input message: the sequence topic carries a fraction of the messages."""
+    records, cur, size = [], [], 0
+    for e in envelopes:
+        b = e.encode()
+        if cur and size + len(b) > max_bytes:
+            records.append(b"".join(cur))
+            cur, size = [], 0
+        cur.append(b)
+        size += len(b)
+    if cur:
+        records.append(b"".join(cur))
+    return records
 
 
 def tick_of(headers) -> datetime | None:

@@ -18,7 +18,7 @@ when Prometheus scrapes, so they are never stale. Metric names (all prefixed ``p
   is up), ``outbox_unpublished_seq`` (stored seqs not yet published);
 - ``seq``, ``buffered_events``, ``ready``, ``snapshot_age_seconds`` (absent without snapshots);
 - scaled topology only: ``sequence_owner``, ``merge_held_messages``, ``intake_forwarded_total``,
-  ``merge_ticks_total``;
+  ``intake_records_total``, ``merge_ticks_total``;
 - ``consumer_lag{topic,partition}`` and ``consumer_lag_total``: read from the broker
   (end offset minus the group's committed offset), cached ``LAG_CACHE_S``; ``consumer_lag_up``
   is 0 when the broker could not be asked.
@@ -131,6 +131,8 @@ class _PipelineGauges:
                     value=len(merge.heap))
             yield g("poa_intake_forwarded_total", "Input messages this worker forwarded to the sequence",
                     value=p.forwarded)
+            yield g("poa_intake_records_total", "Sequence records those messages travelled in (several per record)",
+                    value=p.forward_records)
             yield g("poa_merge_ticks_total", "Tick records this worker appended to idle input partitions",
                     value=p.ticks_sent)
         parts, up = self._lag_now()

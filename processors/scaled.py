@@ -6,8 +6,8 @@ Stages (each a Faust agent at concurrency 1; DESIGN.md "Scaled topology"):
    group): decodes and validates each message (pydantic, in parallel across workers) and
    forwards it as an :class:`~processors.merge.Envelope` (contract v2: its source position,
    record time and what decoding found, then the raw bytes) to the internal topic
-   ``<group>.sequence``; a batch's offsets move only after the broker acknowledged every
-   forward. Tick records (``poa-tick`` header) are forwarded as ticks.
+   ``<group>.sequence``, many envelopes per record (:func:`processors.merge.pack`, up to
+   1 MiB); a batch's offsets move only after the broker acknowledged every forward. Tick records (``poa-tick`` header) are forwarded as ticks.
 2. **sequence**, over ``<group>.sequence`` (one partition, so one owner at a time): merges
    the sources deterministically (processors/merge.py), feeds the released messages to the
    same :class:`~processors.core.Core` as the single worker and the replay, and writes rows,
@@ -41,7 +41,7 @@ from faust.types import TP
 from poa_stream.processors.app import (Pipeline, connect_common, faust_app, input_agents, probes,
                                        serve_ops, serve_sql)
 from poa_stream.processors.core import Core, Result
-from poa_stream.processors.merge import Envelope, Merge, TICK_HEADER, tick_of
+from poa_stream.processors.merge import Envelope, Merge, TICK_HEADER, pack, tick_of
 from poa_stream.processors.replay import feed
 from poa_stream.settings import Settings
 from poa_stream.sinks import open_sink
@@ -78,6 +78,7 @@ class Sequencer(Pipeline):
         self.active = False
         self.merge = Merge()
         self.forwarded = 0  # intake: messages this worker forwarded
+        self.forward_records = 0  # intake: sequence records they travelled in (pack())
         self._status_forwarded = 0
         self._seq_out = None  # the sequence topic, as intake sends to it
         self.ticks_sent = 0
@@ -167,14 +168,14 @@ class Sequencer(Pipeline):
         if self._seq_out is None:
             self._seq_out = self.app.topic(self.seq_topic, value_serializer="raw", key_serializer="raw")
         seq_topic, futures = self._seq_out, []
-        for e in events:
-            m = e.message
-            env = envelope(topic, m.partition, m.offset, e.value, m.timestamp, m.headers)
-            futures.append(await seq_topic.send(key=f"{topic}/{m.partition}".encode(), value=env.encode(),
-                                                partition=0))
+        envs = [envelope(topic, e.message.partition, e.message.offset, e.value, e.message.timestamp,
+                         e.message.headers) for e in events]
+        for record in pack(envs):  # many envelopes per sequence record
+            futures.append(await seq_topic.send(key=f"intake/{topic}".encode(), value=record, partition=0))
         for f in futures:
             await f
         self.forwarded += len(events)
+        self.forward_records += len(futures)
 
     async def sequence(self, events: list) -> None:
         if self.first_message_unix_s is None:
@@ -203,9 +204,12 @@ class Sequencer(Pipeline):
         for e in events:
             last_offset[e.message.partition] = e.message.offset
             try:
-                merge.accept(Envelope.decode(e.value if isinstance(e.value, bytes) else bytes(e.value)))
+                envs = Envelope.decode_all(e.value if isinstance(e.value, bytes) else bytes(e.value))
             except (ValueError, KeyError, TypeError) as exc:  # not written by intake: nothing to order
-                log.error("dropping a malformed envelope at %s@%d: %s", topic, e.message.offset, exc)
+                log.error("dropping a malformed sequence record at %s@%d: %s", topic, e.message.offset, exc)
+                continue
+            for env in envs:
+                merge.accept(env)
         released = 0
         for held in merge.ready():
             before = len(core._inbox_new)
@@ -229,7 +233,30 @@ class Sequencer(Pipeline):
         if self.forwarded != self._status_forwarded:  # intake-only workers report their progress too
             self._status_forwarded = self.forwarded
             self.write_status()
+        await self.activate_if_owner()
         await self._tick_idle()
+
+    async def activate_if_owner(self) -> None:
+        """Take the sequence over once it is assigned, without waiting for a record: the
+        previous owner may have consumed every record (their messages held in ``merge_log``)
+        and no new input may come to wake this one. Then release what the restored merge
+        allows; held messages that wait for a frontier get ticks (:meth:`_tick_idle`)."""
+        if self.active or self.in_flight or not self.owns_sequence():
+            return
+        from poa_stream.streams.admin import group_progress
+        async with self.lock:
+            if self.active or not self.owns_sequence():
+                return
+            try:
+                part = await asyncio.to_thread(group_progress, self.s.kafka(), self.s.worker_id,
+                                               (self.seq_topic,))
+                await self.activate(part[0].committed or 0 if part else 0)
+            except (asyncio.CancelledError, SystemExit):
+                raise
+            except Exception as exc:  # as on a batch: stop before anything is acknowledged
+                self.fatal(exc)
+                return
+            await self._handle(self.seq_topic, [])
 
     async def _tick_idle(self) -> None:
         """Append a tick to every input partition holding the watermark back once nothing was
@@ -262,6 +289,7 @@ class Sequencer(Pipeline):
     def status_fields(self) -> dict:
         return {**super().status_fields(), "topology": "scaled", "sequence_owner": self.active,
                 "activations": self.activations, "held": len(self.merge.heap), "forwarded": self.forwarded,
+                "forward_records": self.forward_records,
                 "ticks_sent": self.ticks_sent, "merge_dropped": self.merge.dropped, "assigned": self.assigned}
 
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 from hypothesis import given, settings as hsettings, strategies as st
 
-from poa_stream.processors.merge import Envelope, Merge, merged_order, tick_of
+from poa_stream.processors.merge import Envelope, Merge, merged_order, pack, tick_of
 from poa_stream.processors.scaled import envelope
 from poa_stream.sinks.base import FatalSinkError
 
@@ -151,6 +151,28 @@ def test_envelopes_round_trip_and_ticks_are_recognised():
     assert tick.tick == T0 and tick_of({"poa-tick": b"junk"}) is None and tick_of(None) is None
     with pytest.raises(ValueError):
         Envelope.decode(b'{"v":1}\n')
+
+
+def test_packed_records_hold_every_envelope_in_order():
+    """Intake sends several envelopes per sequence record (pack): every one comes back,
+    in order, whatever its payload holds (newlines, JSON, nothing); one larger than the cap
+    travels alone; a record of the first v2 form (one envelope, no length) still reads."""
+    R = random.Random(5)
+    envs = []
+    for o in range(300):
+        size = R.choice([0, 1, 40, 700, 5000])
+        raw = bytes(R.randrange(256) for _ in range(size)).replace(b"x", b"\n")
+        envs.append(Envelope("poa.usage", o % 3, o, raw, 1_000 + o, R.choice([None, "usage"]),
+                             f"e{o}", T0 + timedelta(seconds=o)))
+    envs.append(Envelope("poa.contributions", 1, 7, b"y" * 20_000, None, "contribution", "big", T0))
+    records = pack(envs, max_bytes=8_000)
+    assert 2 < len(records) < len(envs)
+    assert [e for r in records for e in Envelope.decode_all(r)] == envs
+    assert any(len(r) > 8_000 and len(Envelope.decode_all(r)) == 1 for r in records)  # alone
+    legacy = b'{"v":2,"s":"poa.usage","p":0,"o":3,"r":null,"t":null,"id":null,"ts":null,"tick":null}\nab\ncd'
+    assert Envelope.decode_all(legacy) == [Envelope("poa.usage", 0, 3, b"ab\ncd")]
+    with pytest.raises(ValueError):
+        Envelope.decode_all(envs[3].encode()[:-1] if envs[3].raw else envs[3].encode() + b"junk")
 
 
 def test_a_store_without_a_lease_refuses_writes_when_one_is_required(sink):

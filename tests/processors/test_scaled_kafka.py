@@ -35,7 +35,8 @@ def metrics_of(url: str) -> dict[str, float]:
     import urllib.request
     text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
     return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
-            if line.startswith(("poa_sequence_owner", "poa_merge_held", "poa_intake_forwarded"))}
+            if line.startswith(("poa_sequence_owner", "poa_merge_held", "poa_intake_forwarded",
+                                "poa_intake_records"))}
 
 
 def expected_of(res) -> dict:
@@ -126,7 +127,10 @@ def run_group(bootstrap: str, ch_http, chdb_path, tmp_path, settings, n_workers:
         assert sum(m["poa_sequence_owner"] for m in scraped) == 1, scraped
         assert sum(m["poa_merge_held_messages"] for m in scraped) == 0
         if killed is None:
-            assert sum(m["poa_intake_forwarded_total"] for m in scraped) >= len(records())
+            forwarded = sum(m["poa_intake_forwarded_total"] for m in scraped)
+            assert forwarded >= len(records())
+            # several envelopes per sequence record: fewer records than messages
+            assert sum(m["poa_intake_records_total"] for m in scraped) < forwarded
     finally:
         codes = [w.stop() for w in workers if w is not killed]
     assert all(c == 0 or c in allowed_exit for c in codes), [w.log_tail() for w in workers]
@@ -237,3 +241,47 @@ def test_one_worker_on_its_embedded_store_and_a_foreign_store_refused(kafka_boot
                a.home, "SELECT epoch, merkle_root, entries FROM epochs ORDER BY epoch")]}
     assert got == want
     assert store_rows_via_cli(b.home, "SELECT count() FROM events") == [("0",)]
+
+
+def test_a_new_owner_takes_over_without_new_input(kafka_bootstrap, ch_http, chdb_path, settings, tmp_path):
+    """The owner consumed every sequence record and holds the tail (its ticks are an hour
+    away), then stops. No new input comes: its successor must take the sequence over on
+    assignment, tick the idle partitions and release the tail; the ledger is the offline
+    merge of the input log (ticks included)."""
+    reset_topics(kafka_bootstrap, 3)
+    tag = uuid.uuid4().hex[:8]
+    db = f"takeover_{tag}"
+    sink = ChdbSink(chdb_path, db)
+    sink.ensure_schema()
+    env = dict(POA_KAFKA_BOOTSTRAP=kafka_bootstrap, POA_STORE_ENGINE="http", POA_WORKER_TOPOLOGY="scaled",
+               POA_CLICKHOUSE_URL=f"http://127.0.0.1:{ch_http.port}", POA_CLICKHOUSE_DATABASE=db,
+               POA_WORKER_ID=f"poa-test-takeover-{tag}", POA_WORKER_SESSION_TIMEOUT_S="6",
+               POA_STORE_LEASE_TTL_S="4")
+    count = lambda: int(sink.scalar(f"SELECT count() FROM {db}.events") or 0)  # noqa: E731
+    a = WorkerProcess(tmp_path / f"a-{tag}", POA_WORKER_INSTANCE_ID="a", POA_MERGE_TICK_AFTER_S="3600", **env).start()
+    b = None
+    try:
+        a.wait_until(lambda: len([t for t in a.status().get("assigned", ()) if "__assignor" not in t]) == 11,
+                     timeout_s=240, what="the first worker assigned its 11 partitions")
+        produce_records(kafka_bootstrap, records())
+        a.wait_until(lambda: a.status().get("held", 0) > 0 and a.status().get("forwarded", 0) >= len(records())
+                     and a.status().get("seq", 0) > 0 and not a.status().get("in_flight"), timeout_s=300,
+                     what="everything forwarded and the tail held")
+        time.sleep(3)  # the last sequence records consumed and committed
+        held_at_stop = a.status()["held"]
+        assert a.stop(signal.SIGTERM) == 0, a.log_tail()
+        before = count()
+        b = WorkerProcess(tmp_path / f"b-{tag}", POA_WORKER_INSTANCE_ID="b", POA_MERGE_TICK_AFTER_S="1", **env).start()
+        b.wait_until(lambda: b.status().get("sequence_owner") and b.status().get("held", 1) == 0
+                     and b.status().get("ticks_sent", 0) > 0, timeout_s=240,
+                     what="the successor owning the sequence, its ticks sent and nothing held")
+        time.sleep(2)
+    finally:
+        for w in (a, b):
+            if w is not None and w.alive():
+                assert w.stop() == 0, w.log_tail()
+    _, res = replay_merged(settings, read_input_log(kafka_bootstrap))
+    want = expected_of(res)
+    assert held_at_stop > 0 and before < len(want["events"]) == count()
+    assert snapshot(sink) == want
+    sink.close()
