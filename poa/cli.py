@@ -377,6 +377,16 @@ def verify(proof_file: Path = typer.Argument(..., help="a proof written by `poa 
 
 
 @app.command()
+def audit(store: Optional[Path] = typer.Option(None, "--store", help="embedded store directory (default: "
+                                                                    "the configured store)")) -> None:
+    """Recompute the ledger from the input topics (read back from Kafka, through the scaled
+    topology's merge) and compare it with the store: events, ledger entries, epoch roots.
+    Exit 0 equal, 1 different (the first difference printed) or a failure."""
+    from poa_stream.audit import run_audit
+    raise typer.Exit(run_audit(get_settings(), store, console, err))
+
+
+@app.command()
 def scenario(seed: int = typer.Option(7, help="random seed"),
              scale: float = typer.Option(1.0, help="size multiplier"),
              out: Path = typer.Option(Path("scenario"), help="output directory"),

@@ -205,30 +205,13 @@ def _run_streaming(settings: Settings, records, store: Path, home: Path, console
 
 
 def _check_against_offline_merge(settings: Settings, sink, console: Console) -> int:
-    """The scaled topology's promise, checked: the stored event log, ledger and epoch roots
-    equal the offline merge of the input log read back from Kafka (processors/replay.py)."""
-    from poa_stream.processors.replay import replay_merged
-    from poa_stream.processors.scaled import read_input_log
+    """The scaled topology's promise, checked as `poa audit` does (poa/audit.py): the stored
+    event log, ledger and epoch roots equal the offline merge of the input topics."""
+    from poa_stream.audit import audit, print_result
     with console.status("replaying the input log offline (the deterministic merge) to compare"):
-        _, res = replay_merged(settings, read_input_log(settings.kafka()))
-    db = sink.database
-    _, events = sink.query(f"SELECT seq, event_id, status FROM {db}.events ORDER BY seq")
-    _, ledger = sink.query(f"SELECT entry_id, account, toString(amount) FROM {db}.reward_ledger ORDER BY entry_id")
-    _, roots = sink.query(f"SELECT epoch, merkle_root FROM {db}.epochs ORDER BY epoch")
-    want_events = [(r["seq"], r["event_id"], r["status"]) for r in res.rows.get("events", [])]
-    want_ledger = sorted((r["entry_id"], r["account"], str(r["amount"])) for r in res.rows.get("reward_ledger", []))
-    want_roots = sorted((r["epoch"], r["merkle_root"]) for r in res.rows.get("epochs", []))
-    same = ([tuple(r) for r in events] == want_events and [tuple(r) for r in ledger] == want_ledger
-            and [tuple(r) for r in roots] == want_roots)
-    if same:
-        console.print(f"[green]the ledger is a function of the input log:[/] {len(want_events):,} events, "
-                      f"{len(want_ledger):,} ledger entries and {len(want_roots)} epoch roots equal the "
-                      "offline merge of the input topics")
-        return 0
-    console.print(f"[red]the stored ledger differs from the offline merge of the input log[/] "
-                  f"(events {len(events):,} vs {len(want_events):,}, entries {len(ledger):,} vs "
-                  f"{len(want_ledger):,}, roots {len(roots)} vs {len(want_roots)})")
-    return 1
+        r = audit(settings, sink)
+    print_result(r, console)
+    return 0 if r.ok else 1
 
 
 def _replay_fallback(settings: Settings, records, store: Path, console: Console) -> int:

@@ -59,21 +59,29 @@ def records() -> list[tuple[str, bytes]]:
     return RECORDS
 
 
+def fresh_group(bootstrap: str, ch_http, chdb_path, name: str) -> tuple:
+    """Fresh input topics, a new database on the test HTTP store and the environment of a
+    scaled worker in a new group: (sink, database, tag, env)."""
+    reset_topics(bootstrap, 3)
+    tag = uuid.uuid4().hex[:8]
+    db = f"{name.replace('-', '_')}_{tag}"
+    sink = ChdbSink(chdb_path, db)
+    sink.ensure_schema()
+    env = dict(POA_KAFKA_BOOTSTRAP=bootstrap, POA_STORE_ENGINE="http", POA_WORKER_TOPOLOGY="scaled",
+               POA_CLICKHOUSE_URL=f"http://127.0.0.1:{ch_http.port}", POA_CLICKHOUSE_DATABASE=db,
+               POA_WORKER_ID=f"poa-test-{name}-{tag}", POA_WORKER_SESSION_TIMEOUT_S="6",
+               POA_STORE_LEASE_TTL_S="4")
+    return sink, db, tag, env
+
+
 def run_group(bootstrap: str, ch_http, chdb_path, tmp_path, settings, n_workers: int,
               kill_owner_at: float | None = None, sig: int = signal.SIGKILL,
               allowed_exit: set[int] = frozenset()) -> tuple[dict, dict, list[dict]]:
     """Fresh input topics, ``n_workers`` scaled workers in a new group, every one assigned
     partitions before the scenario is produced; returns (stored, offline reference of the
     produced input log, worker statuses)."""
-    reset_topics(bootstrap, 3)
-    tag = uuid.uuid4().hex[:8]
-    db = f"scaled_{n_workers}_{tag}"
-    sink = ChdbSink(chdb_path, db)
-    sink.ensure_schema()
-    env = dict(POA_KAFKA_BOOTSTRAP=bootstrap, POA_STORE_ENGINE="http", POA_WORKER_TOPOLOGY="scaled",
-               POA_CLICKHOUSE_URL=f"http://127.0.0.1:{ch_http.port}", POA_CLICKHOUSE_DATABASE=db,
-               POA_WORKER_ID=f"poa-test-scaled-{tag}", POA_WORKER_SESSION_TIMEOUT_S="6",
-               POA_STORE_LEASE_TTL_S="4", POA_MERGE_TICK_AFTER_S="4", POA_WORKER_BATCH_MAX="100",
+    sink, db, tag, env = fresh_group(bootstrap, ch_http, chdb_path, f"scaled-{n_workers}")
+    env.update(POA_MERGE_TICK_AFTER_S="4", POA_WORKER_BATCH_MAX="100",
                POA_SNAPSHOT_DIR=str(tmp_path / f"snap-{tag}"), POA_SNAPSHOT_EVERY_EVENTS="300")
     workers = [WorkerProcess(tmp_path / f"w{n_workers}-{i}-{tag}", POA_WORKER_INSTANCE_ID=f"w{i}", **env).start()
                for i in range(n_workers)]
@@ -248,15 +256,7 @@ def test_a_new_owner_takes_over_without_new_input(kafka_bootstrap, ch_http, chdb
     away), then stops. No new input comes: its successor must take the sequence over on
     assignment, tick the idle partitions and release the tail; the ledger is the offline
     merge of the input log (ticks included)."""
-    reset_topics(kafka_bootstrap, 3)
-    tag = uuid.uuid4().hex[:8]
-    db = f"takeover_{tag}"
-    sink = ChdbSink(chdb_path, db)
-    sink.ensure_schema()
-    env = dict(POA_KAFKA_BOOTSTRAP=kafka_bootstrap, POA_STORE_ENGINE="http", POA_WORKER_TOPOLOGY="scaled",
-               POA_CLICKHOUSE_URL=f"http://127.0.0.1:{ch_http.port}", POA_CLICKHOUSE_DATABASE=db,
-               POA_WORKER_ID=f"poa-test-takeover-{tag}", POA_WORKER_SESSION_TIMEOUT_S="6",
-               POA_STORE_LEASE_TTL_S="4")
+    sink, db, tag, env = fresh_group(kafka_bootstrap, ch_http, chdb_path, "takeover")
     count = lambda: int(sink.scalar(f"SELECT count() FROM {db}.events") or 0)  # noqa: E731
     a = WorkerProcess(tmp_path / f"a-{tag}", POA_WORKER_INSTANCE_ID="a", POA_MERGE_TICK_AFTER_S="3600", **env).start()
     b = None
