@@ -7,7 +7,8 @@ Stages (each a Faust agent at concurrency 1; DESIGN.md "Scaled topology"):
    forwards it as an :class:`~processors.merge.Envelope` (contract v2: its source position,
    record time and what decoding found, then the raw bytes) to the internal topic
    ``<group>.sequence``, many envelopes per record (:func:`processors.merge.pack`, up to
-   1 MiB); a batch's offsets move only after the broker acknowledged every forward. Tick records (``poa-tick`` header) are forwarded as ticks.
+   1 MiB); a batch's offsets move only after the broker acknowledged every forward. Tick
+   records (``poa-tick`` header) are forwarded as ticks.
 2. **sequence**, over ``<group>.sequence`` (one partition, so one owner at a time): merges
    the sources deterministically (processors/merge.py), feeds the released messages to the
    same :class:`~processors.core.Core` as the single worker and the replay, and writes rows,
@@ -187,12 +188,7 @@ class Sequencer(Pipeline):
                     log.warning("a sequence batch arrived after the partition was revoked: not processed")
                     return
                 if not self.active:
-                    try:
-                        await self.activate(events[0].message.offset if events else 0)
-                    except (asyncio.CancelledError, SystemExit):
-                        raise
-                    except Exception as exc:  # a policy mismatch, a broken store, stopping while the
-                        self.fatal(exc)       # lease was held elsewhere: exit before Faust acks the batch
+                    await self._take_over(events[0].message.offset if events else 0)
                 await self._handle(self.seq_topic, events)
         finally:
             self.in_flight -= 1
@@ -250,13 +246,22 @@ class Sequencer(Pipeline):
             try:
                 part = await asyncio.to_thread(group_progress, self.s.kafka(), self.s.worker_id,
                                                (self.seq_topic,))
-                await self.activate(part[0].committed or 0 if part else 0)
-            except (asyncio.CancelledError, SystemExit):
-                raise
-            except Exception as exc:  # as on a batch: stop before anything is acknowledged
-                self.fatal(exc)
+            except Exception as exc:  # the broker will answer at the next timer tick
+                log.warning("cannot read the sequence's committed offset yet: %s", exc)
                 return
+            await self._take_over((part[0].committed or 0) if part else 0)
             await self._handle(self.seq_topic, [])
+
+    async def _take_over(self, first_offset: int) -> None:
+        """:meth:`activate` (under ``lock``), or stop the worker (``fatal``: a policy mismatch,
+        a broken or foreign store, stopping while the lease was held elsewhere) before Faust
+        acknowledges anything."""
+        try:
+            await self.activate(first_offset)
+        except (asyncio.CancelledError, SystemExit):
+            raise
+        except Exception as exc:
+            self.fatal(exc)
 
     async def _tick_idle(self) -> None:
         """Append a tick to every input partition holding the watermark back once nothing was
