@@ -4,9 +4,11 @@ Produces a fixed seeded workload (``poa.scenario``) to a local broker, then meas
 1. a plain aiokafka consumer loop reading the same messages (the Python client's
    ceiling on this machine: decode nothing, store nothing),
 2. the replay path (the same core and chdb sink, no Kafka),
-3. the real worker (``poa worker`` process): events/s between its first message and
-   the status file reporting everything processed (startup and numba compilation
-   excluded, reported apart).
+3. the real worker (``poa worker`` process), in each topology: the scaled one (the
+   default for a new store: intake, the sequence topic, the deterministic merge) and the
+   single one (input partitions straight into the core, arrival-order release); events/s
+   between its first message and the status file reporting everything processed
+   (startup and numba compilation excluded, reported apart).
 Prints one table with the ratios. Usage: python bench/e2e.py [--scale 3] [--seed 7]
 """
 from __future__ import annotations
@@ -70,11 +72,11 @@ def replay_rate(records, work: Path) -> tuple[float, int]:
         sink.close()
 
 
-def worker_rate(bootstrap: str, work: Path, n_logged: int) -> tuple[float, float]:
-    status = work / "status.json"
-    env = dict(os.environ, POA_KAFKA_BOOTSTRAP=bootstrap, POA_STORE_DIR=str(work / "worker-store"),
-               POA_WORKER_ID="poa-bench-" + str(int(time.time())), POA_HOME=str(work),
-               POA_WORKER_STATUS_FILE=str(status))
+def worker_rate(bootstrap: str, work: Path, n_logged: int, topology: str) -> tuple[float, float]:
+    status = work / f"status-{topology}.json"
+    env = dict(os.environ, POA_KAFKA_BOOTSTRAP=bootstrap, POA_STORE_DIR=str(work / f"worker-store-{topology}"),
+               POA_WORKER_ID=f"poa-bench-{topology}-{int(time.time())}", POA_HOME=str(work),
+               POA_WORKER_STATUS_FILE=str(status), POA_WORKER_TOPOLOGY=topology)
     t_start = time.time()
     proc = subprocess.Popen([sys.executable, "-m", "poa_stream.cli", "worker"], env=env,
                             stdout=open(work / "worker.log", "wb"), stderr=subprocess.STDOUT)
@@ -112,7 +114,8 @@ def main() -> None:
         produce_records(broker.bootstrap, records)
         base = asyncio.run(aiokafka_rate(broker.bootstrap, len(records)))
         rep, n_logged = replay_rate(records, work)
-        wrk, startup = worker_rate(broker.bootstrap, work, n_logged)
+        wrk, startup = worker_rate(broker.bootstrap, work, n_logged, "scaled")
+        one, _ = worker_rate(broker.bootstrap, work, n_logged, "single")
     finally:
         broker.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -122,9 +125,12 @@ def main() -> None:
         t.add_column(col, justify="right" if col != "path" else "left")
     t.add_row("plain aiokafka consumer loop (ceiling)", f"{base:,.0f}", "1.00")
     t.add_row("replay: core + chdb, no Kafka", f"{rep:,.0f}", f"{rep / base:.3f}")
-    t.add_row("worker: Kafka -> Faust -> core -> chdb", f"{wrk:,.0f}", f"{wrk / base:.3f}")
+    t.add_row("worker, scaled topology (default): intake -> sequence -> merge -> core -> chdb",
+              f"{wrk:,.0f}", f"{wrk / base:.3f}")
+    t.add_row("worker, single topology: Kafka -> core -> chdb (arrival order)", f"{one:,.0f}", f"{one / base:.3f}")
     console.print(t)
-    console.print(f"worker start-up before its first message: {startup:.1f}s")
+    console.print(f"scaled / single, one worker: {wrk / one:.2f}; scaled worker start-up before its "
+                  f"first sequence batch: {startup:.1f}s")
 
 
 if __name__ == "__main__":

@@ -63,7 +63,8 @@ def failover_s(bootstrap: str, work: Path, instance_id: str, session_s: float) -
     env = dict(POA_KAFKA_BOOTSTRAP=bootstrap, POA_HOME=str(work), POA_STORE_DIR=str(work / "store"),
                POA_WORKER_ID="poa-failover-" + uuid.uuid4().hex[:8], POA_WORKER_INSTANCE_ID=instance_id,
                POA_WORKER_SESSION_TIMEOUT_S=str(session_s), POA_WORKER_BATCH_MAX="50",
-               POA_WORKER_STATUS_FILE=str(work / "status.json"))
+               POA_WORKER_STATUS_FILE=str(work / "status.json"),
+               POA_WORKER_TOPOLOGY="single")  # the topology the README's failover figures were measured on
     proc, status = start(work, env)
     try:
         wait_batches(proc, status, 3, work)

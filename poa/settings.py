@@ -63,9 +63,11 @@ class Settings(BaseSettings):
     # static group membership (KIP-345): a restarted worker with the same instance id takes its
     # partitions back at once instead of waiting out the dead session; "" = dynamic membership
     worker_instance_id: str = "worker-0"
-    # single: one worker per deployment (processors/app.py); scaled: any number of workers in one
-    # consumer group, intake spread over them, one deterministic sequence (processors/scaled.py)
-    worker_topology: str = "single"
+    # scaled: any number of workers in one consumer group, intake spread over them, one
+    # deterministic sequence (processors/scaled.py); single: one worker per deployment that
+    # releases caught-up partitions in arrival order (processors/app.py); auto: scaled, except on
+    # a store the single topology wrote (processors/app.py resolve_topology)
+    worker_topology: str = "auto"
     merge_tick_after_s: float = 2.0  # scaled: nothing released this long while held -> tick idle partitions
     order_lateness_s: float = 3600.0  # event time an event may arrive behind later ones and still be ordered
     worker_status_file: Path | None = None  # default: <home>/worker-status.json

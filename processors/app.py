@@ -641,6 +641,33 @@ def stop_sql(settings: Settings, server) -> None:
         settings.sql_endpoint_file().unlink(missing_ok=True)
 
 
+TOPOLOGIES = ("auto", "scaled", "single")
+
+
+def resolve_topology(settings: Settings, sink: Sink) -> tuple[str, str]:
+    """(the topology a worker runs, why): ``POA_WORKER_TOPOLOGY`` when it names one; for
+    ``auto`` (the default), what the store holds. A store with merge state, or a new one,
+    runs the scaled topology, whose ledger is a function of the input log alone (any number
+    of workers; on the embedded store, one worker process). A store that logged events
+    without merge state was written by the single topology: it keeps running single, whose
+    buffered events live in its ``inbox`` (the scaled topology would not read them), until
+    an operator moves it deliberately. Creates the schema when missing (as the worker's
+    start does anyway)."""
+    chosen = settings.worker_topology
+    if chosen != "auto":
+        return chosen, f"POA_WORKER_TOPOLOGY={chosen}"
+    sink.retrying(sink.ensure_schema, "creating the schema", log=log.warning)
+    frontier, held = sink.retrying(sink.load_merge, "reading the merge state", log=log.warning)
+    if frontier or held:
+        return "scaled", "auto: the store holds the scaled topology's merge state"
+    last = sink.retrying(sink.last_seq, "reading the store's last seq", log=log.warning)
+    if last > 0:
+        return "single", (f"auto: the store logged {last} events without merge state, so the single "
+                          "topology wrote it; set POA_WORKER_TOPOLOGY=single to say so, or start the "
+                          "scaled topology on a new store")
+    return "scaled", "auto: a new store runs the deterministic merge"
+
+
 def run_worker(settings: Settings, loglevel: str = "info", log_format: str = "text") -> None:
     """Run the worker until SIGTERM/SIGINT (the ``poa worker`` command)."""
     import faulthandler
@@ -671,15 +698,19 @@ def run_worker(settings: Settings, loglevel: str = "info", log_format: str = "te
     created = create_topics(conn, settings.topic_partitions, settings.topic_replication_factor)
     if created:
         log.info("created topics %s", ", ".join(created))
-    if settings.worker_topology not in ("single", "scaled"):
-        raise SystemExit(f"poa worker: POA_WORKER_TOPOLOGY must be single or scaled, not "
-                         f"{settings.worker_topology!r}")
+    if settings.worker_topology not in TOPOLOGIES:
+        raise SystemExit(f"poa worker: POA_WORKER_TOPOLOGY must be one of {', '.join(TOPOLOGIES)}, "
+                         f"not {settings.worker_topology!r}")
     try:
-        if settings.worker_topology == "scaled":
+        sink = open_sink(settings)
+        topology, why = resolve_topology(settings, sink)
+        log.info("topology: %s (%s)", topology, why)
+        settings = settings.model_copy(update={"worker_topology": topology})
+        if topology == "scaled":
             from poa_stream.processors.scaled import build_scaled_app
-            app, pipe = build_scaled_app(settings)
+            app, pipe = build_scaled_app(settings, sink)
         else:
-            app, pipe = build_app(settings)
+            app, pipe = build_app(settings, sink)
     except (StoreLocked, PolicyMismatch) as exc:
         log.critical("%s", exc)
         raise SystemExit(f"poa worker: {exc}") from None

@@ -85,6 +85,7 @@ class Sequencer(Pipeline):
         self.ticks_sent = 0
         self.last_release_s = time.monotonic()
         self.activations = 0
+        self.released_seq = 0  # the core's seq when this worker last released the sequence
         self.assigned: list[str] = []  # this worker's partitions since the last rebalance
 
     def outbox_transactional_id(self) -> str:
@@ -157,8 +158,10 @@ class Sequencer(Pipeline):
         lease = self.sink.lease
         if lease is not None:
             await asyncio.to_thread(lease.release)
-        seq = self.core.seq
+        seq, stats = self.core.seq, self.core.stats
         self.core = Core(self.s)
+        self.core.stats = stats  # the status keeps what this worker did while it owned the sequence
+        self.released_seq = seq
         self.merge = Merge()
         log.info("sequence released (%s) at seq %d: this worker writes nothing more", why, seq)
         self.write_status()
@@ -292,7 +295,10 @@ class Sequencer(Pipeline):
             "assigned": assigned, "sequence_owner": self.active, "restored": self.restored}
 
     def status_fields(self) -> dict:
-        return {**super().status_fields(), "topology": "scaled", "sequence_owner": self.active,
+        base = super().status_fields()
+        if not self.active:  # the seq it reached while it owned the sequence (0: never)
+            base["seq"] = self.released_seq
+        return {**base, "topology": "scaled", "sequence_owner": self.active,
                 "activations": self.activations, "held": len(self.merge.heap), "forwarded": self.forwarded,
                 "forward_records": self.forward_records,
                 "ticks_sent": self.ticks_sent, "merge_dropped": self.merge.dropped, "assigned": self.assigned}
@@ -368,6 +374,7 @@ def build_scaled_app(settings: Settings, sink: Sink | None = None) -> tuple[faus
                 log.warning("merge_log pruning failed: %s", exc)
 
     pipe.metrics.attach(pipe, lag_source=lambda: group_progress(conn, settings.worker_id))
+    pipe.sql_server = serve_sql(settings, probes(pipe))  # the embedded store's live read-only SQL
     pipe.ops_server = serve_ops(settings, pipe)
     return app, pipe
 

@@ -98,6 +98,9 @@ def events_done(sink) -> int:
     return sink.scalar(f"SELECT count() FROM {sink.database}.events")
 
 
+SINGLE = dict(POA_WORKER_BATCH_MAX="50", POA_WORKER_TOPOLOGY="single")
+
+
 def poll_until(w, predicate, timeout_s: float) -> None:
     """Poll every 20 ms until ``predicate()``, the worker exits, or the time is up."""
     deadline = time.monotonic() + timeout_s
@@ -111,7 +114,9 @@ def test_sigkill_at_random_points(kafka_bootstrap, ch_http, sink, tmp_path, work
     committed + events buffered for event-time order, from the worker's status file).
     Every third kill lands in start-up (or its first batch); the others once a random
     10-35% of the remaining messages is taken in, plus a random delay so that some land
-    inside the next batch. Batches of at most 50 messages per agent keep it fine-grained."""
+    inside the next batch. Batches of at most 50 messages per agent keep it fine-grained:
+    the single topology (in the scaled one a sequence batch packs thousands of events; its
+    own SIGKILL test is in test_scaled_kafka.py)."""
     reset_topics(kafka_bootstrap, 3)
     produce_records(kafka_bootstrap, workload)
     group = "poa-test-" + uuid.uuid4().hex[:8]
@@ -124,7 +129,7 @@ def test_sigkill_at_random_points(kafka_bootstrap, ch_http, sink, tmp_path, work
         return st.get("seq", 0) + st.get("buffered", 0)
     while kills < 6:
         before = events_done(sink)
-        w = start(tmp_path, kafka_bootstrap, ch_http, sink, group, POA_WORKER_BATCH_MAX="50")
+        w = start(tmp_path, kafka_bootstrap, ch_http, sink, group, **SINGLE)
         if kills % 3 == 0:
             poll_until(w, lambda: w.status().get("batches", 0) >= 1, timeout_s=rng.uniform(0.3, 4.0))
         else:
@@ -142,7 +147,7 @@ def test_sigkill_at_random_points(kafka_bootstrap, ch_http, sink, tmp_path, work
               f"{before} -> {done} of {n} events committed")
         if done >= n:
             break
-    w = start(tmp_path, kafka_bootstrap, ch_http, sink, group, POA_WORKER_BATCH_MAX="50")
+    w = start(tmp_path, kafka_bootstrap, ch_http, sink, group, **SINGLE)
     try:
         wait_done(w, sink, n)
     finally:
@@ -244,7 +249,8 @@ def test_worker_restarted_from_a_snapshot_after_a_kill_mid_write(kafka_bootstrap
     produce_records(kafka_bootstrap, workload)
     group = "poa-test-" + uuid.uuid4().hex[:8]
     snaps = tmp_path / "snaps"
-    env = dict(POA_WORKER_BATCH_MAX="50", POA_SNAPSHOT_EVERY_EVENTS="200", POA_SNAPSHOT_DIR=str(snaps))
+    env = dict(POA_WORKER_BATCH_MAX="50", POA_SNAPSHOT_EVERY_EVENTS="200", POA_SNAPSHOT_DIR=str(snaps),
+               POA_WORKER_TOPOLOGY="single")  # a snapshot per 200 events needs batches of 50 events
     w = start(tmp_path, kafka_bootstrap, ch_http, sink, group, POA_FAILPOINTS="kill:snapshot@3", **env)
     deadline = time.monotonic() + 300
     while w.alive() and time.monotonic() < deadline:

@@ -81,7 +81,9 @@ def test_poison_events_of_every_type_are_quarantined_by_the_worker(topics_fresh,
 
 
 def test_a_second_worker_on_the_same_store_refuses(topics_fresh, ch_http, sink, tmp_path):
-    env = env_for(topics_fresh, ch_http, sink)
+    """The single topology: one worker per store (the scaled one welcomes a second worker to
+    its group: test_scaled_kafka.py)."""
+    env = env_for(topics_fresh, ch_http, sink, POA_WORKER_TOPOLOGY="single")
     a = WorkerProcess(tmp_path / "a", **env).start()
     try:
         a.wait_until(lambda: a.status().get("seq") is not None, what="worker a up")
@@ -98,7 +100,7 @@ def test_a_replaced_worker_stops_without_writing(topics_fresh, ch_http, sink, se
     records = scenario()
     first, second = records[:8], records[8:]
     env = env_for(topics_fresh, ch_http, sink, POA_STORE_LEASE_TTL_S="3",
-                  POA_WORKER_SESSION_TIMEOUT_S="6")
+                  POA_WORKER_SESSION_TIMEOUT_S="6", POA_WORKER_TOPOLOGY="single")  # scaled: test_scaled_kafka.py
     db = sink.database
     produce_records(topics_fresh, first)
     a = WorkerProcess(tmp_path / "a", **env).start()
