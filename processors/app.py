@@ -285,7 +285,10 @@ class Pipeline:
         last_offset: dict[int, int] = {}
         for e in events:
             msg = e.message
-            if tick_of(msg.headers) is not None:  # a scaled deployment's idle marker: no event
+            if tick_of(msg.headers) is not None:  # a scaled deployment's idle marker: no event,
+                # but it may be the partition's last record: caught up all the same (else the
+                # partition would hold the watermark until the idle valve)
+                self.core.marks.observe((topic, msg.partition), None, self._caught_up(msg), progress=False)
                 last_offset[msg.partition] = msg.offset
                 continue
             raw = e.value if isinstance(e.value, bytes) else bytes(e.value or b"")

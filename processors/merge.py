@@ -25,6 +25,19 @@ into one order that depends only on the input log:
   for a while (an idle partition); since the tick is in the log, every later reading of
   the log takes the same decision.
 
+- A *member* is a source the watermark waits for: every input partition when the merge
+  began (persisted as ``merge_log`` rows). A partition added to an input topic later
+  (the topic grew) *joins*: its messages are held untimed and the watermark waits
+  (nothing is released) until its *join marker*, a tick record with the ``poa-join``
+  header that the owner appends to that partition at ``J``, the smallest member
+  frontier (every released message has ``t < J``). At the first marker in the partition
+  the source becomes a member with frontier ``J``, and its held messages are timed in
+  offset order from there. So a joined source's messages all sort after what was released
+  before it joined, and since the marker is in the log, the offline merge (which treats a
+  source whose log holds a join marker as joining at its first one) decides the same.
+- Ticks persist the frontier they move (a ``merge_log`` row), so a restart resumes every
+  frontier where the log left it, not at its last message.
+
 Pure Python, no Kafka: the worker, the offline check (:func:`merged_order`) and the tests
 run the same code. Times are timezone-aware UTC datetimes (microseconds).
 """
@@ -44,6 +57,9 @@ Source = tuple[str, int]
 EPOCH0 = datetime(1970, 1, 1, tzinfo=timezone.utc)
 INVALID_RANK = -1  # unparsable messages sort before events at the same order time
 TICK_HEADER = "poa-tick"  # Kafka header of a tick record on an input partition (value: ISO time)
+JOIN_HEADER = "poa-join"  # with a tick: the partition's join marker (value: b"1")
+PENDING_US = -1  # merge_log order_us of a message held for its source's join (not yet timed)
+MEMBER_OFFSET = -1  # merge_log src_offset of the row that makes a source a member at the start
 ENVELOPE_VERSION = 2
 ONE_US = timedelta(microseconds=1)
 PACK_MAX_BYTES = 1 << 20  # envelopes per sequence record (the topics and producer allow 4 MiB)
@@ -65,6 +81,7 @@ class Envelope:
     event_id: str | None = None
     ts: datetime | None = None
     tick: datetime | None = None
+    join: bool = False  # a tick that is its partition's join marker (header ``j``)
 
     @property
     def source(self) -> Source:
@@ -76,6 +93,8 @@ class Envelope:
         head = {"v": ENVELOPE_VERSION, "s": self.topic, "p": self.partition, "o": self.offset,
                 "r": self.record_ts_ms, "t": self.etype, "id": self.event_id,
                 "ts": _iso(self.ts), "tick": _iso(self.tick), "n": len(self.raw)}
+        if self.join:
+            head["j"] = 1
         return json.dumps(head, separators=(",", ":")).encode() + b"\n" + self.raw
 
     @classmethod
@@ -103,7 +122,7 @@ class Envelope:
             if stop > end:
                 raise ValueError(f"an envelope of {n} bytes runs past the record's end")
             out.append(cls(h["s"], int(h["p"]), int(h["o"]), bytes(data[nl + 1:stop]), h.get("r"),
-                           h.get("t"), h.get("id"), _dt(h.get("ts")), _dt(h.get("tick"))))
+                           h.get("t"), h.get("id"), _dt(h.get("ts")), _dt(h.get("tick")), bool(h.get("j"))))
             pos = stop
         return out
 
@@ -140,6 +159,14 @@ def tick_of(headers) -> datetime | None:
     return None
 
 
+def join_of(headers) -> bool:
+    """Whether a Kafka record's headers carry the join marker header (``poa-join``)."""
+    if not headers:
+        return False
+    items = headers.items() if hasattr(headers, "items") else headers
+    return any((k.decode() if isinstance(k, bytes) else k) == JOIN_HEADER for k, _ in items)
+
+
 def invalid_key(topic: str, raw: bytes) -> str:
     """The log key of an unparsable message (the same as processors/core.py gives it)."""
     return "invalid:" + hashlib.blake2b(topic.encode() + b"\0" + raw, digest_size=12).hexdigest()
@@ -167,24 +194,45 @@ class Held:
 
 
 class Merge:
-    """The merge state of the sequence: per source the highest accepted offset and the
-    frontier, and the held messages. ``sources``: every input partition (a source not in
-    it is added when it first delivers)."""
+    """The merge state of the sequence: the member sources, per source the highest accepted
+    offset and the frontier, the held messages, and the messages of sources waiting to join.
+    ``sources``: the members (:meth:`begin` at the first start, :meth:`restore` after it)."""
 
     def __init__(self, sources: Iterable[Source] = ()):
         self.hi: dict[Source, int] = {}
         self.frontier: dict[Source, datetime] = {}
         self.sources: set[Source] = set(sources)
         self.heap: list[Held] = []
+        self.pending: dict[Source, list[Envelope]] = {}  # a joining source's messages, untimed
+        self.pending_hi: dict[Source, int] = {}
         self.new_held: list[Held] = []  # accepted since the last take_rows()
+        self.new_rows: list[dict] = []  # member, tick and pending rows since the last take_rows()
         self.released: list[tuple[Held, int]] = []  # (held, seq after it) since take_rows()
         self.dropped = 0  # re-forwarded positions
+        self.joined = 0  # sources that joined after the start
+
+    def begin(self, sources: Iterable[Source]) -> None:
+        """The first start of a sequence: ``sources`` (every input partition now) are the
+        members, each persisted by a row (offset -1) so a restart knows a later one joined."""
+        for src in sorted(set(sources)):
+            self.sources.add(src)
+            self.new_rows.append(_position_row(src, MEMBER_OFFSET, EPOCH0, "member", done=True))
 
     # ------------------------------------------------------------------ input
     def accept(self, env: Envelope) -> bool:
         """Take one forwarded message; False when its position was seen (nothing changes)."""
         src = env.source
-        self.sources.add(src)
+        if src not in self.sources:
+            if env.tick is not None and env.join:
+                return self._join(env)
+            if env.offset <= self.pending_hi.get(src, -1):
+                self.dropped += 1
+                return False
+            self.pending_hi[src] = env.offset  # held untimed: the watermark waits for the join
+            self.pending.setdefault(src, []).append(env)
+            self.new_rows.append({**_position_row(src, env.offset, None, "pending", done=False),
+                                  "payload": base64.b64encode(env.encode()).decode("ascii")})
+            return True
         if env.offset <= self.hi.get(src, -1):
             self.dropped += 1
             return False
@@ -193,6 +241,7 @@ class Merge:
         if env.tick is not None:
             t = env.tick if f is None else max(env.tick, f)
             self.frontier[src] = t
+            self.new_rows.append(_position_row(src, env.offset, t, "tick", done=True))
             return True
         base = env.ts if env.etype is not None else None
         t = max(base, f) if (base is not None and f is not None) else (base or f or EPOCH0)
@@ -204,9 +253,30 @@ class Merge:
         self.new_held.append(held)
         return True
 
-    def watermark(self) -> datetime | None:
-        """min frontier over the sources; None while a source has delivered nothing."""
+    def _join(self, marker: Envelope) -> bool:
+        """A source's first join marker: a member from ``J = marker.tick`` on; the messages
+        it held are timed in offset order from there, then the marker counts as a tick."""
+        src = marker.source
+        self.sources.add(src)
+        self.frontier[src] = marker.tick
+        self.pending_hi.pop(src, None)
+        for env in self.pending.pop(src, []):
+            self.accept(env)
+        self.accept(marker)
+        self.joined += 1
+        return True
+
+    def join_time(self) -> datetime:
+        """``J`` for a join marker written now: the smallest member frontier (EPOCH0 while a
+        member has none). Every message released so far has ``t`` below it."""
         if not self.sources or any(s not in self.frontier for s in self.sources):
+            return EPOCH0
+        return min(self.frontier[s] for s in self.sources)
+
+    def watermark(self) -> datetime | None:
+        """min frontier over the members; None while a member has delivered nothing or a
+        source waits to join."""
+        if self.pending or not self.sources or any(s not in self.frontier for s in self.sources):
             return None
         return min(self.frontier[s] for s in self.sources)
 
@@ -228,7 +298,7 @@ class Merge:
     # ------------------------------------------------------------------ ticks
     def lagging(self) -> tuple[datetime | None, list[Source]]:
         """(T, sources): the tick that would release everything held — one microsecond
-        past the newest held order time — and the sources whose frontier is below it."""
+        past the newest held order time — and the members whose frontier is below it."""
         if not self.heap:
             return None, []
         t = max(h.t for h in self.heap) + ONE_US
@@ -236,31 +306,58 @@ class Merge:
 
     # ------------------------------------------------------------------ persistence
     def take_rows(self) -> list[dict]:
-        """``merge_log`` rows since the last call: new held messages (seq 0: never orphans)
-        and done markers (with the seq of their processing: orphans of an interrupted batch
-        are removed with the batch, sinks/base.py ``recover``)."""
-        rows = [h.row(0, False) for h in self.new_held]
+        """``merge_log`` rows since the last call: new held messages (seq 0: never orphans),
+        member, tick and pending rows, and done markers (with the seq of their processing:
+        orphans of an interrupted batch are removed with the batch, sinks/base.py ``recover``)."""
+        rows = self.new_rows + [h.row(0, False) for h in self.new_held]
         rows += [h.row(seq, True) for h, seq in self.released]
-        self.new_held, self.released = [], []
+        self.new_held, self.released, self.new_rows = [], [], []
         return rows
 
     def restore(self, frontier_rows: Iterable[tuple], held_rows: Iterable[tuple]) -> None:
         """From the store: (topic, partition, max offset, max order time in µs) per source, and
-        the held messages (topic, partition, offset, order µs, rank, key, record ts ms, payload b64)."""
+        the held messages (topic, partition, offset, order µs, rank, key, record ts ms, payload b64).
+        A source whose rows are all pending (order -1) is still waiting to join; a position
+        held pending and then timed (its source joined) is held timed."""
         for topic, part, hi, t in frontier_rows:
             src = (topic, int(part))
+            if int(t) == PENDING_US:
+                self.pending_hi[src] = int(hi)
+                continue
             self.sources.add(src)
             self.hi[src] = int(hi)
             self.frontier[src] = from_us(t)
+        timed: dict[tuple, tuple] = {}
+        pending: dict[tuple, Envelope] = {}
         for topic, part, off, t, rank, key, rts, payload in held_rows:
-            heapq.heappush(self.heap, Held(from_us(t), int(rank), key, topic, int(part), int(off),
+            pos = (topic, int(part), int(off))
+            if int(t) == PENDING_US:
+                pending[pos] = Envelope.decode(base64.b64decode(payload))
+            elif pos not in timed or int(t) > timed[pos][0]:
+                timed[pos] = (int(t), int(rank), key, rts, payload)
+        for (topic, part, off), (t, rank, key, rts, payload) in timed.items():
+            heapq.heappush(self.heap, Held(from_us(t), rank, key, topic, part, off,
                                            base64.b64decode(payload), None if int(rts) < 0 else int(rts)))
+        for pos in sorted(pending):
+            src = pos[:2]
+            if src not in self.sources:
+                self.pending.setdefault(src, []).append(pending[pos])
+
+
+def _position_row(src: Source, offset: int, t: datetime | None, key: str, done: bool) -> dict:
+    """A ``merge_log`` row for a position that holds no message to process: a member row, a
+    tick (done, with the frontier it moved to) or a pending message (``t`` None)."""
+    return {"src_topic": src[0], "src_partition": src[1], "src_offset": offset,
+            "order_us": PENDING_US if t is None else to_us(t), "rank": 0, "key": key,
+            "record_ts_ms": -1, "payload": "", "done": int(done), "seq": 0}
 
 
 def merged_order(per_source: dict[Source, list[Envelope]]) -> list[Held]:
     """The order the sequence processes a finite log in: each source's envelopes in offset
-    order, merged (the offline reference for tests and audits)."""
-    m = Merge(per_source.keys())
+    order, merged (the offline reference for tests and audits). A source whose log holds a
+    join marker joined after the start (at its first marker); the others are the members."""
+    joined = {s for s, envs in per_source.items() if any(e.join and e.tick is not None for e in envs)}
+    m = Merge(s for s in per_source if s not in joined)
     for envs in per_source.values():
         for e in envs:
             m.accept(e)

@@ -30,6 +30,10 @@ Latency: a message is released once every input partition's frontier has passed 
 idle partition holds the rest back until the owner, after ``merge_tick_after_s`` without a
 release, appends a tick to it (one message per lagging partition): the bound is the slowest
 partition's progress plus ``merge_tick_after_s`` plus one round trip through intake.
+
+Input partitions added while the group runs (a topic grown with ``kafka-topics --alter``)
+join deterministically: the owner appends a join marker to each (processors/merge.py); until
+it comes back through intake nothing is released (one trip through intake of latency).
 """
 from __future__ import annotations
 
@@ -42,7 +46,7 @@ from faust.types import TP
 from poa_stream.processors.app import (Pipeline, connect_common, faust_app, input_agents, probes,
                                        serve_ops, serve_sql)
 from poa_stream.processors.core import Core, Result
-from poa_stream.processors.merge import Envelope, Merge, TICK_HEADER, pack, tick_of
+from poa_stream.processors.merge import JOIN_HEADER, TICK_HEADER, Envelope, Merge, join_of, pack, tick_of
 from poa_stream.processors.replay import feed
 from poa_stream.settings import Settings
 from poa_stream.sinks import open_sink
@@ -61,12 +65,15 @@ def envelope(topic: str, partition: int, offset: int, value, timestamp_s: float 
     raw = value if isinstance(value, bytes) else bytes(value or b"")
     rts = int(round(timestamp_s * 1000)) if timestamp_s else None
     if tick is not None:
-        return Envelope(topic, partition, offset, b"", rts, tick=tick)
+        return Envelope(topic, partition, offset, b"", rts, tick=tick, join=join_of(headers))
     try:
         ev = decode_event(raw)
     except EventError:
         return Envelope(topic, partition, offset, raw, rts)  # the sequence dead-letters it
     return Envelope(topic, partition, offset, raw, rts, ev.type, ev.event_id, ev.ts)
+
+
+JOIN_RESEND_S = 10.0  # a join marker not back through intake after this long is sent again
 
 
 class Sequencer(Pipeline):
@@ -83,6 +90,8 @@ class Sequencer(Pipeline):
         self._status_forwarded = 0
         self._seq_out = None  # the sequence topic, as intake sends to it
         self.ticks_sent = 0
+        self.joins_sent = 0
+        self._join_sent: dict[tuple[str, int], float] = {}  # source -> when its last join marker went
         self.last_release_s = time.monotonic()
         self.activations = 0
         self.released_seq = 0  # the core's seq when this worker last released the sequence
@@ -135,9 +144,11 @@ class Sequencer(Pipeline):
                 f"processed up to offset {first_offset} into another store: every worker of a "
                 "scaled group must write one store (POA_STORE_ENGINE=http; an embedded store "
                 "serves one worker process); to start a new ledger, use a new POA_WORKER_ID")
-        sources = await asyncio.to_thread(input_sources, self.s.kafka())
-        self.merge = Merge(sources)
-        self.merge.restore(frontier, held)
+        self.merge = Merge()
+        if frontier or held:  # the members are the sources the store knows; a newer partition joins
+            self.merge.restore(frontier, held)
+        else:  # the sequence begins: every input partition now is a member
+            self.merge.begin(await asyncio.to_thread(input_sources, self.s.kafka()))
         self.active = True
         self.activations += 1
         self.last_release_s = time.monotonic()
@@ -266,10 +277,37 @@ class Sequencer(Pipeline):
         except Exception as exc:
             self.fatal(exc)
 
+    async def _send_joins(self) -> None:
+        """Append a join marker to every input partition that delivered before it joined the
+        merge (the topic grew): a tick at :meth:`Merge.join_time` with the ``poa-join``
+        header. Nothing is released until it comes back through intake; one still waiting
+        after ``JOIN_RESEND_S`` gets another (only the partition's first marker counts)."""
+        if not self.active or not self.merge.pending:
+            return
+        now = time.monotonic()
+        due = [s for s in sorted(self.merge.pending) if now - self._join_sent.get(s, float("-inf")) >= JOIN_RESEND_S]
+        if not due:
+            return
+        async with self.lock:
+            if not self.active:
+                return
+            t = self.merge.join_time()
+            headers = [(TICK_HEADER, t.isoformat().encode()), (JOIN_HEADER, b"1")]
+            futures = [await self.app.topic(src, value_serializer="raw", key_serializer="raw").send(
+                key=None, value=b"", partition=p, headers=headers) for src, p in due]
+            for f in futures:
+                await f
+            for s in due:
+                self._join_sent[s] = now
+            self.joins_sent += len(due)
+            log.info("input partitions %s delivered after the merge began: appended their join markers at %s",
+                     ", ".join(f"{src}/{p}" for src, p in due), t.isoformat())
+
     async def _tick_idle(self) -> None:
         """Append a tick to every input partition holding the watermark back once nothing was
         released for ``merge_tick_after_s`` while messages are held (an app timer)."""
-        if (not self.active or self.in_flight or not self.merge.heap
+        await self._send_joins()
+        if (not self.active or self.in_flight or not self.merge.heap or self.merge.pending
                 or time.monotonic() - self.last_release_s < self.s.merge_tick_after_s):
             return
         async with self.lock:
@@ -301,7 +339,8 @@ class Sequencer(Pipeline):
         return {**base, "topology": "scaled", "sequence_owner": self.active,
                 "activations": self.activations, "held": len(self.merge.heap), "forwarded": self.forwarded,
                 "forward_records": self.forward_records,
-                "ticks_sent": self.ticks_sent, "merge_dropped": self.merge.dropped, "assigned": self.assigned}
+                "ticks_sent": self.ticks_sent, "joins_sent": self.joins_sent,
+                "joining": sorted(f"{t}/{p}" for t, p in self.merge.pending), "joined": self.merge.joined, "merge_dropped": self.merge.dropped, "assigned": self.assigned}
 
 
 def build_scaled_app(settings: Settings, sink: Sink | None = None) -> tuple[faust.App, Sequencer]:

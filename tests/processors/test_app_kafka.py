@@ -239,3 +239,35 @@ def test_worker_survives_hostile_messages(topics_fresh, ch_http, sink, tmp_path)
     assert sink.scalar(f"SELECT count() FROM {db}.deadletter") == distinct
     assert sink.scalar(f"SELECT countIf(reason = '') FROM {db}.deadletter") == 0
     assert sink.scalar(f"SELECT count() FROM {db}.reward_ledger") == 0
+
+
+def test_single_worker_is_not_held_back_by_ticks_at_the_end_of_its_partitions(topics_fresh, ch_http, sink,
+                                                                             settings, tmp_path):
+    """A scaled group on the same input topics leaves tick records (``poa-tick``) at the end
+    of the partitions. The single topology skips them, but a partition whose last record is
+    a tick is still caught up: everything is processed at once, not after the idle valve
+    (set to 10 minutes here, so the test would time out)."""
+    from kafka import KafkaProducer
+    records = scenario()
+    expected = offline(settings, records)
+    produce(topics_fresh, records)
+    producer = KafkaProducer(bootstrap_servers=topics_fresh)
+    try:
+        for topic, parts in (("poa.contributions", 3), ("poa.validations", 3), ("poa.models", 1), ("poa.usage", 3)):
+            for p in range(parts):
+                producer.send(topic, value=b"", partition=p, headers=[("poa-tick", b"2100-01-01T00:00:00+00:00")])
+        producer.flush(60)
+    finally:
+        producer.close()
+    env = dict(POA_KAFKA_BOOTSTRAP=topics_fresh, POA_STORE_ENGINE="http", POA_WORKER_TOPOLOGY="single",
+               POA_CLICKHOUSE_URL=f"http://127.0.0.1:{ch_http.port}", POA_CLICKHOUSE_DATABASE=sink.database,
+               POA_WORKER_ID="poa-test-" + uuid.uuid4().hex[:8], POA_WORKER_IDLE_RELEASE_S="600")
+    w = WorkerProcess(tmp_path / "w", **env).start()
+    n_events = len(expected.rows["events"])
+    try:
+        w.wait_until(lambda: sink.scalar(f"SELECT count() FROM {sink.database}.events") >= n_events
+                     and w.status().get("buffered") == 0, timeout_s=120, what=f"{n_events} logged events")
+    finally:
+        assert w.stop() == 0, w.log_tail()
+    assert ledger(sink) == sorted((r["entry_id"], r["account"], r["role"], r["amount"], r["ref_event_id"])
+                                  for r in expected.rows["reward_ledger"])

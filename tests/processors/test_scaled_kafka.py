@@ -285,3 +285,64 @@ def test_a_new_owner_takes_over_without_new_input(kafka_bootstrap, ch_http, chdb
     assert held_at_stop > 0 and before < len(want["events"]) == count()
     assert snapshot(sink) == want
     sink.close()
+
+
+def test_a_partition_added_mid_run_joins_through_its_marker(kafka_bootstrap, ch_http, chdb_path, settings,
+                                                           tmp_path):
+    """poa.usage grows from 3 to 4 partitions while the group runs (the worker restarted
+    to pick it up). The new partition's records, one of them earlier in event time than
+    everything already released, wait for the owner's join marker and then sort after
+    what was released: the store equals the offline merge of the input log, marker
+    included. Without the join rule the restarted owner took the new partition as a member
+    from the start and released that early record out of the log's order."""
+    import json
+
+    from kafka import KafkaAdminClient, KafkaProducer
+    from kafka.admin import NewPartitions
+    sink, db, tag, env = fresh_group(kafka_bootstrap, ch_http, chdb_path, "join")
+    env.update(POA_MERGE_TICK_AFTER_S="2", POA_WORKER_BATCH_MAX="100")
+    count = lambda: int(sink.scalar(f"SELECT count() FROM {db}.events") or 0)  # noqa: E731
+    recs = records()
+    half = len(recs) // 2
+    produce_records(kafka_bootstrap, recs[:half])
+    _, first = replay_merged(settings, read_input_log(kafka_bootstrap))
+    w = WorkerProcess(tmp_path / f"a-{tag}", POA_WORKER_INSTANCE_ID="w0", **env).start()
+    try:
+        w.wait_until(lambda: count() >= len(first.rows["events"]) and w.status().get("held", 1) == 0,
+                     timeout_s=300, what="the first half logged")
+    finally:
+        assert w.stop() == 0, w.log_tail()
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        admin.create_partitions({"poa.usage": NewPartitions(total_count=4)})
+    finally:
+        admin.close()
+    early = json.loads(next(raw for t, raw in recs[:half] if t == "poa.usage" and b'"type":"usage"' in raw))
+    early.update(event_id="early-on-the-new-partition", request_id="early-on-the-new-partition")
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    try:  # earlier in event time than what the first run released, on the new partition
+        producer.send("poa.usage", value=json.dumps(early).encode(), key=b"early", partition=3).get(timeout=60)
+    finally:
+        producer.close()
+    produce_records(kafka_bootstrap, recs[half:])  # keyed: some land on the new partition too
+    # another instance id: a static member rejoining as w0 would get its cached assignment back
+    # without a rebalance (KIP-345), and the new partition only at the next metadata refresh
+    w2 = WorkerProcess(tmp_path / f"b-{tag}", POA_WORKER_INSTANCE_ID="w1", **env).start()
+    try:
+        w2.wait_until(lambda: w2.status().get("joined", 0) >= 1 and w2.status().get("held", 1) == 0
+                      and not w2.status().get("joining") and w2.status().get("seq", 0) > 0,
+                      timeout_s=300, what="the new partition joined and nothing held")
+        _, res = replay_merged(settings, read_input_log(kafka_bootstrap))
+        want = expected_of(res)
+        w2.wait_until(lambda: count() >= len(want["events"]), timeout_s=300, what="every event logged")
+        time.sleep(1.5)
+        st = w2.status()
+    finally:
+        assert w2.stop() == 0, w2.log_tail()
+    got = snapshot(sink)
+    sink.close()
+    assert st["joins_sent"] >= 1 and "poa.usage/3" in w2.log_path.read_text(errors="replace")
+    assert any(e == "early-on-the-new-partition" for _, e, _ in got["events"])
+    early_seq = next(s for s, e, _ in got["events"] if e == "early-on-the-new-partition")
+    assert early_seq > len(first.rows["events"])  # after everything the first run released
+    assert got == want
