@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 import uuid
 
@@ -62,6 +63,10 @@ class Lease:
             f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.generation = 0
         self._renewed = 0.0  # time.monotonic() of the last successful renewal
+        # renew (the heartbeat timer's thread), check (the writer's) and release (a stop or a
+        # handover) run on different threads: one at a time, so a release between a renewal's
+        # two reads cannot make that renewal see "generation 0" and report a lost lease
+        self._lock = threading.RLock()
 
     # ---- store access (errors classified like writes: transient or fatal)
     def _run(self, what: str, fn, *args):
@@ -97,6 +102,10 @@ class Lease:
     # ---- the protocol
     def acquire(self) -> int:
         """Take the store or raise :class:`StoreLocked`; returns the new generation."""
+        with self._lock:
+            return self._acquire()
+
+    def _acquire(self) -> int:
         cur = self.holder()
         same_writer = bool(cur and self.identity and cur["owner"].split("#")[0] == self.identity)
         if (cur and not cur["released"] and cur["age_s"] < self.ttl_s and cur["owner"] != self.owner
@@ -129,22 +138,24 @@ class Lease:
 
     def renew(self) -> None:
         """Heartbeat: record that the holder is alive, then verify it still holds the store."""
-        if not self.generation:
-            return
-        t0 = time.monotonic()
-        self._verify()
-        self._insert(self.generation, 0)
-        self._verify()
-        self._renewed = t0
+        with self._lock:
+            if not self.generation:  # released (a stop, a handover) while this renewal waited
+                return
+            t0 = time.monotonic()
+            self._verify()
+            self._insert(self.generation, 0)
+            self._verify()
+            self._renewed = t0
 
     def check(self) -> None:
         """Before each batch: the store must still name this writer; renew when due."""
-        if not self.generation:
-            raise LeaseLost("no writer lease held: acquire it before writing")
-        if time.monotonic() - self._renewed >= self.ttl_s / 3:
-            self.renew()
-        else:
-            self._verify()
+        with self._lock:
+            if not self.generation:
+                raise LeaseLost("no writer lease held: acquire it before writing")
+            if time.monotonic() - self._renewed >= self.ttl_s / 3:
+                self.renew()
+            else:
+                self._verify()
 
     def check_due(self) -> None:
         """Between the inserts of one batch: renew (and so verify) only when a renewal is due.
@@ -152,20 +163,22 @@ class Lease:
         so a pause between two inserts of a batch is caught before the next one; what no
         lease can catch is a pause between this check and the insert right after it (the
         store has no conditional insert to check a fencing token against)."""
-        if not self.generation:
-            raise LeaseLost("no writer lease held: acquire it before writing")
-        if time.monotonic() - self._renewed >= self.ttl_s / 3:
-            self.renew()
+        with self._lock:
+            if not self.generation:
+                raise LeaseLost("no writer lease held: acquire it before writing")
+            if time.monotonic() - self._renewed >= self.ttl_s / 3:
+                self.renew()
 
     def release(self) -> None:
         """At a clean stop: mark the lease free (best effort; a dead writer's lease expires)."""
-        if not self.generation:
-            return
-        try:
-            self._verify()
-            self._insert(self.generation, 1)
-        except Exception:
-            pass
-        self.generation = 0
-        if self.sink.lease is self:
-            self.sink.lease = None
+        with self._lock:
+            if not self.generation:
+                return
+            try:
+                self._verify()
+                self._insert(self.generation, 1)
+            except Exception:
+                pass
+            self.generation = 0
+            if self.sink.lease is self:
+                self.sink.lease = None

@@ -151,3 +151,45 @@ def test_a_writer_paused_between_two_inserts_of_a_batch_writes_no_more(engines):
         a.write(rows)
     assert calls == ["deadletter"]
     assert a.scalar(f"SELECT count() FROM {a.database}.events") == 0
+
+
+def test_a_release_during_a_renewal_is_not_a_lost_lease(engines):
+    """The heartbeat renews on its own thread; a handover or a stop releases on another. A
+    release landing between the renewal's two reads must not look like a replacement (the
+    renewal saw "generation 0" and stopped a worker that was only stepping down)."""
+    import threading
+
+    a, _ = engines
+    inside, go = threading.Event(), threading.Event()
+    renewer: list[threading.Thread] = []
+
+    class Paused(Lease):  # the renewal's first read of the holder waits until told to go on
+        def holder(self):
+            if renewer and threading.current_thread() is renewer[0] and not go.is_set():
+                inside.set()
+                go.wait(10)
+            return super().holder()
+
+    lease = Paused(a, ttl_s=30, owner="worker-a", settle_s=0)
+    lease.acquire()
+    errors: list[BaseException] = []
+
+    def run(fn):
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    renewer.append(threading.Thread(target=run, args=(lease.renew,)))
+    renewer[0].start()
+    assert inside.wait(10)
+    releaser = threading.Thread(target=run, args=(lease.release,))
+    releaser.start()
+    releaser.join(2)  # without the lease's lock the release completes here, mid-renewal
+    go.set()
+    renewer[0].join(10)
+    releaser.join(10)
+    assert errors == []
+    assert lease.generation == 0
+    cur = Lease(a, owner="reader").holder()
+    assert cur["owner"] == "worker-a" and cur["released"]
