@@ -647,27 +647,45 @@ def stop_sql(settings: Settings, server) -> None:
 TOPOLOGIES = ("auto", "scaled", "single")
 
 
+class TopologyRefused(RuntimeError):
+    """The configured topology cannot run on this store without losing input."""
+
+
 def resolve_topology(settings: Settings, sink: Sink) -> tuple[str, str]:
     """(the topology a worker runs, why): ``POA_WORKER_TOPOLOGY`` when it names one; for
     ``auto`` (the default), what the store holds. A store with merge state, or a new one,
     runs the scaled topology, whose ledger is a function of the input log alone (any number
     of workers; on the embedded store, one worker process). A store that logged events
-    without merge state was written by the single topology: it keeps running single, whose
-    buffered events live in its ``inbox`` (the scaled topology would not read them), until
-    an operator moves it deliberately. Creates the schema when missing (as the worker's
-    start does anyway)."""
+    without merge state was written by the single topology: it keeps running single until an
+    operator moves it with ``POA_WORKER_TOPOLOGY=scaled`` (same ``POA_WORKER_ID``): the
+    scaled owner then rebuilds the core from the store, processes what the single worker had
+    buffered (its ``inbox``) with the first message it releases, and from there the order is
+    the merge's, a function of the input after the group's committed offsets (the history
+    before stays as the single worker wrote it; ``poa audit`` recomputes from offset 0, so it
+    covers stores the scaled topology wrote from the start). The way back is refused
+    (:class:`TopologyRefused`): the scaled group's intake commits input offsets as soon as
+    messages are forwarded to the sequence, so a single worker would skip the messages still
+    held there. Creates the schema when missing (as the worker's start does anyway)."""
     chosen = settings.worker_topology
-    if chosen != "auto":
+    if chosen == "scaled":
         return chosen, f"POA_WORKER_TOPOLOGY={chosen}"
     sink.retrying(sink.ensure_schema, "creating the schema", log=log.warning)
     frontier, held = sink.retrying(sink.load_merge, "reading the merge state", log=log.warning)
+    if chosen == "single":
+        if frontier or held:
+            raise TopologyRefused(
+                f"the store {sink.database!r} holds the scaled topology's merge state: its group's intake "
+                "committed input offsets of messages the sequence may still hold, which a single worker "
+                "would skip; run it with POA_WORKER_TOPOLOGY=auto (or scaled), or start the single "
+                "topology on a new store")
+        return chosen, f"POA_WORKER_TOPOLOGY={chosen}"
     if frontier or held:
         return "scaled", "auto: the store holds the scaled topology's merge state"
     last = sink.retrying(sink.last_seq, "reading the store's last seq", log=log.warning)
     if last > 0:
         return "single", (f"auto: the store logged {last} events without merge state, so the single "
-                          "topology wrote it; set POA_WORKER_TOPOLOGY=single to say so, or start the "
-                          "scaled topology on a new store")
+                          "topology wrote it; set POA_WORKER_TOPOLOGY=single to say so, or "
+                          "POA_WORKER_TOPOLOGY=scaled to move it to the deterministic merge from here on")
     return "scaled", "auto: a new store runs the deterministic merge"
 
 
@@ -714,7 +732,7 @@ def run_worker(settings: Settings, loglevel: str = "info", log_format: str = "te
             app, pipe = build_scaled_app(settings, sink)
         else:
             app, pipe = build_app(settings, sink)
-    except (StoreLocked, PolicyMismatch) as exc:
+    except (StoreLocked, PolicyMismatch, TopologyRefused) as exc:
         log.critical("%s", exc)
         raise SystemExit(f"poa worker: {exc}") from None
     import copy

@@ -59,3 +59,34 @@ def test_an_explicit_topology_wins(sink, tmp_path, chosen):
     _event(sink, 1)  # a single-topology store: auto would say single
     topology, why = resolve_topology(Settings(home=tmp_path, worker_topology=chosen), sink)
     assert topology == chosen and why == f"POA_WORKER_TOPOLOGY={chosen}"
+
+
+def test_single_on_a_store_with_merge_state_is_refused(sink, tmp_path):
+    """The way back would skip input: the scaled intake commits what it forwarded."""
+    from poa_stream.processors.app import TopologyRefused
+    sink.ensure_schema()
+    _event(sink, 1)
+    _merge_row(sink, 0)
+    with pytest.raises(TopologyRefused, match="merge state"):
+        resolve_topology(Settings(home=tmp_path, worker_topology="single"), sink)
+
+
+def test_the_scaled_owner_processes_what_a_single_worker_left_buffered_first(tmp_path):
+    """A store moved from single to scaled: events the single worker accepted (their offsets
+    committed) but had not processed yet are in the core's buffer after the restore; the
+    first message the merge releases brings them out, in event-time order, before itself."""
+    from support.events_factory import LEGAL_DE, contribution, usage
+
+    from poa_stream.processors.core import Core
+    from poa_stream.processors.merge import merged_order
+    from poa_stream.processors.replay import feed
+    from poa_stream.processors.scaled import envelope
+
+    core = Core(Settings(home=tmp_path))
+    core.process("poa.contributions", contribution("e1", "c1", "alice", "legal-de", LEGAL_DE, 0), 0, False)
+    assert [eid for *_, ev in core.buffer for eid in [ev.event_id]] == ["e1"]
+    rts = datetime(2026, 1, 1, 0, 8, tzinfo=timezone.utc).timestamp()
+    env = envelope("poa.usage", 0, 0, usage("e2", "r1", "m1", 1000, LEGAL_DE, 7), rts, None)
+    [held] = merged_order({("poa.usage", 0): [env]})
+    res = feed(core, held)
+    assert [r["event_id"] for r in res.rows["events"]] == ["e1", "e2"] and not core.buffer
