@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     # a store the single topology wrote (processors/app.py resolve_topology)
     worker_topology: str = "auto"
     merge_tick_after_s: float = 2.0  # scaled: nothing released this long while held -> tick idle partitions
+    # how often the worker's consumer and producer refresh topic metadata: partitions added to an
+    # input topic reach the group (a rebalance) and the owner's producer within this
+    worker_metadata_max_age_s: float = 30.0
     order_lateness_s: float = 3600.0  # event time an event may arrive behind later ones and still be ordered
     worker_status_file: Path | None = None  # default: <home>/worker-status.json
     outbox_max_messages: int = 20_000  # output messages per Kafka transaction (streams/outbox.py)

@@ -520,6 +520,10 @@ def faust_app(settings: Settings) -> faust.App:
         broker_commit_interval=1.0,
         broker_session_timeout=settings.worker_session_timeout_s,
         consumer_group_instance_id=settings.worker_instance_id or None,
+        # partitions added to an input topic: the group rebalances at the consumers' next metadata
+        # refresh, and the owner's producer can write their join markers (Kafka's default: 5 min)
+        consumer_metadata_max_age_ms=int(settings.worker_metadata_max_age_s * 1000),
+        producer_metadata_max_age_ms=int(settings.worker_metadata_max_age_s * 1000),
     )
 
 

@@ -346,3 +346,56 @@ def test_a_partition_added_mid_run_joins_through_its_marker(kafka_bootstrap, ch_
     early_seq = next(s for s, e, _ in got["events"] if e == "early-on-the-new-partition")
     assert early_seq > len(first.rows["events"])  # after everything the first run released
     assert got == want
+
+
+def test_a_partition_added_while_the_worker_runs_joins_without_a_restart(kafka_bootstrap, ch_http, chdb_path,
+                                                                         settings, tmp_path):
+    """poa.usage grows from 3 to 4 partitions under a running worker, with no member joining
+    or leaving: the consumers' metadata refresh (POA_WORKER_METADATA_MAX_AGE_S) rebalances the
+    group onto the new partition, the owner's producer learns it and writes its join marker,
+    and the store equals the offline merge of the input log, marker included. Kafka's
+    default refresh (5 minutes) would leave the new partition unread past the timeout."""
+    import json
+
+    from kafka import KafkaAdminClient, KafkaProducer
+    from kafka.admin import NewPartitions
+    sink, db, tag, env = fresh_group(kafka_bootstrap, ch_http, chdb_path, "live-join")
+    env.update(POA_MERGE_TICK_AFTER_S="2", POA_WORKER_BATCH_MAX="100", POA_WORKER_METADATA_MAX_AGE_S="3")
+    count = lambda: int(sink.scalar(f"SELECT count() FROM {db}.events") or 0)  # noqa: E731
+    recs = records()
+    half = len(recs) // 2
+    w = WorkerProcess(tmp_path / f"a-{tag}", POA_WORKER_INSTANCE_ID="w0", **env).start()
+    try:
+        w.wait_until(lambda: w.status().get("sequence_owner"), timeout_s=240, what="the sequence owner")
+        produce_records(kafka_bootstrap, recs[:half])
+        _, first = replay_merged(settings, read_input_log(kafka_bootstrap))
+        w.wait_until(lambda: count() >= len(first.rows["events"]) and w.status().get("held", 1) == 0,
+                     timeout_s=300, what="the first half logged")
+        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        try:
+            admin.create_partitions({"poa.usage": NewPartitions(total_count=4)})
+        finally:
+            admin.close()
+        early = json.loads(next(raw for t, raw in recs[:half] if t == "poa.usage" and b'"type":"usage"' in raw))
+        early.update(event_id="early-on-the-new-partition", request_id="early-on-the-new-partition")
+        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+        try:
+            producer.send("poa.usage", value=json.dumps(early).encode(), key=b"early", partition=3).get(timeout=60)
+        finally:
+            producer.close()
+        produce_records(kafka_bootstrap, recs[half:])
+        w.wait_until(lambda: w.status().get("joined", 0) >= 1 and w.status().get("held", 1) == 0
+                     and not w.status().get("joining"), timeout_s=120, what="the new partition joined")
+        _, res = replay_merged(settings, read_input_log(kafka_bootstrap))
+        want = expected_of(res)
+        w.wait_until(lambda: count() >= len(want["events"]), timeout_s=300, what="every event logged")
+        time.sleep(1.5)
+        st = w.status()
+    finally:
+        assert w.stop() == 0, w.log_tail()
+    got = snapshot(sink)
+    sink.close()
+    assert st["joins_sent"] >= 1, st  # the rebalance moved the sequence back to this same process
+    early_seq = next(s for s, e, _ in got["events"] if e == "early-on-the-new-partition")
+    assert early_seq > len(first.rows["events"])
+    assert got == want
