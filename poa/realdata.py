@@ -619,7 +619,7 @@ def _sh_items(extra: Iterable[str]) -> list[Item]:
         head = _read_bytes(real, 64)
         if not head or not _SHEBANG.match(head):
             continue
-        it = _code_item("sh", "script", path.lstrip("/"), path)
+        it = _code_item("sh", "script", _id_path(path), path)
         if it:
             items.append(it)
     return items
@@ -664,9 +664,20 @@ def _table_chunks(path: str, lang: str, drop_comments: bool) -> list[Item]:
     out = []
     for s in starts:
         text = "\n".join([header] + rows[s:s + TABLE_ROWS])
-        out.append(Item(f"table-{lang}:{path.lstrip('/')}:{s}", "table", lang,
+        out.append(Item(f"table-{lang}:{_id_path(path)}:{s}", "table", lang,
                         _clean(text), path))
     return out
+
+
+def _id_path(path: str) -> str:
+    """The path as it appears in an item id: relative to its site-packages for files of this
+    checkout's virtual environment (an id, and with it the calibration/held-out split and the
+    corpus order, must not depend on where the repository was cloned), else without the
+    leading slash."""
+    parts = Path(path).parts
+    if "site-packages" in parts and Path(path).is_relative_to(VENV_SITE):
+        return "/".join(parts[parts.index("site-packages"):])
+    return path.lstrip("/")
 
 
 def _table_items(found: list[str]) -> list[Item]:

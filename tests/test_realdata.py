@@ -29,6 +29,15 @@ def test_corpus_is_deterministic(items):
     assert again == items
 
 
+def test_ids_do_not_depend_on_where_the_repository_was_cloned(candidates):
+    """The split hashes ids and the corpus is sorted by them: a checkout path inside an id
+    moved items between the calibration and held-out halves from one clone to the next."""
+    root = str(realdata.VENV_SITE.parent.parent).lstrip("/")
+    venv = [c.id for c in candidates if "site-packages" in c.id]
+    assert venv and all("site-packages/" in i and root not in i for i in venv), venv[:3]
+    assert not [c.id for c in candidates if root in c.id]
+
+
 def test_items_are_well_formed(items):
     ids = [i.id for i in items]
     assert len(ids) == len(set(ids))
