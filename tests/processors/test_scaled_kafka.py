@@ -287,6 +287,49 @@ def test_a_new_owner_takes_over_without_new_input(kafka_bootstrap, ch_http, chdb
     sink.close()
 
 
+def grow_usage_then_produce(bootstrap: str, recs, half: int) -> None:
+    """poa.usage grows from 3 to 4 partitions; on the new one, a usage earlier in event time
+    than anything of the first half (id ``early-on-the-new-partition``); then the second half
+    (keyed: some of it lands on the new partition too)."""
+    import json
+
+    from kafka import KafkaAdminClient, KafkaProducer
+    from kafka.admin import NewPartitions
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_partitions({"poa.usage": NewPartitions(total_count=4)})
+    finally:
+        admin.close()
+    early = json.loads(next(raw for t, raw in recs[:half] if t == "poa.usage" and b'"type":"usage"' in raw))
+    early.update(event_id="early-on-the-new-partition", request_id="early-on-the-new-partition")
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    try:
+        producer.send("poa.usage", value=json.dumps(early).encode(), key=b"early", partition=3).get(timeout=60)
+    finally:
+        producer.close()
+    produce_records(bootstrap, recs[half:])
+
+
+def joined_then_stopped(w: WorkerProcess, sink, count, settings, bootstrap: str, timeout_s: float):
+    """Wait until the new partition joined and nothing is held, then until every event of the
+    offline merge of the input log is logged; stop the worker (exit 0). Returns (its last
+    status, the store, the offline reference)."""
+    try:
+        w.wait_until(lambda: w.status().get("joined", 0) >= 1 and w.status().get("held", 1) == 0
+                     and not w.status().get("joining") and w.status().get("seq", 0) > 0,
+                     timeout_s=timeout_s, what="the new partition joined and nothing held")
+        _, res = replay_merged(settings, read_input_log(bootstrap))
+        want = expected_of(res)
+        w.wait_until(lambda: count() >= len(want["events"]), timeout_s=300, what="every event logged")
+        time.sleep(1.5)
+        st = w.status()
+    finally:
+        assert w.stop() == 0, w.log_tail()
+    got = snapshot(sink)
+    sink.close()
+    return st, got, want
+
+
 def test_a_partition_added_mid_run_joins_through_its_marker(kafka_bootstrap, ch_http, chdb_path, settings,
                                                            tmp_path):
     """poa.usage grows from 3 to 4 partitions while the group runs (the worker restarted
@@ -295,10 +338,6 @@ def test_a_partition_added_mid_run_joins_through_its_marker(kafka_bootstrap, ch_
     what was released: the store equals the offline merge of the input log, marker
     included. Without the join rule the restarted owner took the new partition as a member
     from the start and released that early record out of the log's order."""
-    import json
-
-    from kafka import KafkaAdminClient, KafkaProducer
-    from kafka.admin import NewPartitions
     sink, db, tag, env = fresh_group(kafka_bootstrap, ch_http, chdb_path, "join")
     env.update(POA_MERGE_TICK_AFTER_S="2", POA_WORKER_BATCH_MAX="100")
     count = lambda: int(sink.scalar(f"SELECT count() FROM {db}.events") or 0)  # noqa: E731
@@ -312,35 +351,11 @@ def test_a_partition_added_mid_run_joins_through_its_marker(kafka_bootstrap, ch_
                      timeout_s=300, what="the first half logged")
     finally:
         assert w.stop() == 0, w.log_tail()
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    try:
-        admin.create_partitions({"poa.usage": NewPartitions(total_count=4)})
-    finally:
-        admin.close()
-    early = json.loads(next(raw for t, raw in recs[:half] if t == "poa.usage" and b'"type":"usage"' in raw))
-    early.update(event_id="early-on-the-new-partition", request_id="early-on-the-new-partition")
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
-    try:  # earlier in event time than what the first run released, on the new partition
-        producer.send("poa.usage", value=json.dumps(early).encode(), key=b"early", partition=3).get(timeout=60)
-    finally:
-        producer.close()
-    produce_records(kafka_bootstrap, recs[half:])  # keyed: some land on the new partition too
+    grow_usage_then_produce(kafka_bootstrap, recs, half)
     # another instance id: a static member rejoining as w0 would get its cached assignment back
     # without a rebalance (KIP-345), and the new partition only at the next metadata refresh
     w2 = WorkerProcess(tmp_path / f"b-{tag}", POA_WORKER_INSTANCE_ID="w1", **env).start()
-    try:
-        w2.wait_until(lambda: w2.status().get("joined", 0) >= 1 and w2.status().get("held", 1) == 0
-                      and not w2.status().get("joining") and w2.status().get("seq", 0) > 0,
-                      timeout_s=300, what="the new partition joined and nothing held")
-        _, res = replay_merged(settings, read_input_log(kafka_bootstrap))
-        want = expected_of(res)
-        w2.wait_until(lambda: count() >= len(want["events"]), timeout_s=300, what="every event logged")
-        time.sleep(1.5)
-        st = w2.status()
-    finally:
-        assert w2.stop() == 0, w2.log_tail()
-    got = snapshot(sink)
-    sink.close()
+    st, got, want = joined_then_stopped(w2, sink, count, settings, kafka_bootstrap, timeout_s=300)
     assert st["joins_sent"] >= 1 and "poa.usage/3" in w2.log_path.read_text(errors="replace")
     assert any(e == "early-on-the-new-partition" for _, e, _ in got["events"])
     early_seq = next(s for s, e, _ in got["events"] if e == "early-on-the-new-partition")
@@ -355,10 +370,6 @@ def test_a_partition_added_while_the_worker_runs_joins_without_a_restart(kafka_b
     group onto the new partition, the owner's producer learns it and writes its join marker,
     and the store equals the offline merge of the input log, marker included. Kafka's
     default refresh (5 minutes) would leave the new partition unread past the timeout."""
-    import json
-
-    from kafka import KafkaAdminClient, KafkaProducer
-    from kafka.admin import NewPartitions
     sink, db, tag, env = fresh_group(kafka_bootstrap, ch_http, chdb_path, "live-join")
     env.update(POA_MERGE_TICK_AFTER_S="2", POA_WORKER_BATCH_MAX="100", POA_WORKER_METADATA_MAX_AGE_S="3")
     count = lambda: int(sink.scalar(f"SELECT count() FROM {db}.events") or 0)  # noqa: E731
@@ -371,30 +382,11 @@ def test_a_partition_added_while_the_worker_runs_joins_without_a_restart(kafka_b
         _, first = replay_merged(settings, read_input_log(kafka_bootstrap))
         w.wait_until(lambda: count() >= len(first.rows["events"]) and w.status().get("held", 1) == 0,
                      timeout_s=300, what="the first half logged")
-        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-        try:
-            admin.create_partitions({"poa.usage": NewPartitions(total_count=4)})
-        finally:
-            admin.close()
-        early = json.loads(next(raw for t, raw in recs[:half] if t == "poa.usage" and b'"type":"usage"' in raw))
-        early.update(event_id="early-on-the-new-partition", request_id="early-on-the-new-partition")
-        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
-        try:
-            producer.send("poa.usage", value=json.dumps(early).encode(), key=b"early", partition=3).get(timeout=60)
-        finally:
-            producer.close()
-        produce_records(kafka_bootstrap, recs[half:])
-        w.wait_until(lambda: w.status().get("joined", 0) >= 1 and w.status().get("held", 1) == 0
-                     and not w.status().get("joining"), timeout_s=120, what="the new partition joined")
-        _, res = replay_merged(settings, read_input_log(kafka_bootstrap))
-        want = expected_of(res)
-        w.wait_until(lambda: count() >= len(want["events"]), timeout_s=300, what="every event logged")
-        time.sleep(1.5)
-        st = w.status()
-    finally:
-        assert w.stop() == 0, w.log_tail()
-    got = snapshot(sink)
-    sink.close()
+        grow_usage_then_produce(kafka_bootstrap, recs, half)
+    except BaseException:
+        w.stop()
+        raise
+    st, got, want = joined_then_stopped(w, sink, count, settings, kafka_bootstrap, timeout_s=120)
     assert st["joins_sent"] >= 1, st  # the rebalance moved the sequence back to this same process
     early_seq = next(s for s, e, _ in got["events"] if e == "early-on-the-new-partition")
     assert early_seq > len(first.rows["events"])
